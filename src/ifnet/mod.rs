@@ -1,0 +1,522 @@
+//! Interfaces and links.
+//!
+//! An [`Ifnet`] is a layer-2 interface of one vnet: a name and an index
+//! unique in that vnet, a MAC address, an MTU, an up/down flag, counters,
+//! and the link it sends on. Every vnet has a loopback `lo0` (index 1);
+//! other interfaces are ends of links, such as an [`epair`] (two Ethernet
+//! ends back to back, each attachable to any vnet). Layer-3 state (addresses,
+//! neighbor caches, routes) belongs to the IP stack, keyed by the interface
+//! index; this module knows nothing of IP.
+//!
+//! An interface has a *home* vnet, the one that created it. [`vmove`] moves
+//! it to another vnet (FreeBSD's `if_vmove`): the stack of the old vnet
+//! forgets its addresses and routes, and the interface gets a fresh index in
+//! the new one. When a vnet is destroyed, interfaces it borrowed go back
+//! home, and interfaces born in it are destroyed (the far end of an epair
+//! then sees its link down).
+//!
+//! The per-vnet table of interfaces is the [`IfnetTable`] subsystem.
+
+mod wire;
+
+use std::sync::Arc;
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use smoltcp::wire::EthernetAddress;
+
+pub use wire::{DEFAULT_QUEUE_LIMIT, Impairment, LinkStage, TxDrop, Verdict, Wire, WireStats};
+
+use crate::vnet::{
+    self, CurVnetError, InitCx, PerVnet, SysInitOrder, TeardownCx, Vnet, VnetId, VnetVars,
+};
+
+/// Index of an interface within its vnet (1 is `lo0`).
+pub type IfIndex = u32;
+
+/// Largest MTU an interface may have (an IPv4 datagram's limit).
+pub const MAX_MTU: usize = 65535;
+/// Smallest MTU (IPv6's minimum link MTU).
+pub const MIN_MTU: usize = 1280;
+
+/// What an interface sends on.
+#[derive(Debug, Clone)]
+pub enum Link {
+    /// The vnet's own loopback: never sends frames.
+    Loopback,
+    /// One end of an epair: frames go out on `tx`, come in on `rx`.
+    Epair {
+        /// Towards the other end.
+        tx: Arc<Wire>,
+        /// From the other end.
+        rx: Arc<Wire>,
+    },
+}
+
+/// Interface counters (`netstat -i`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IfStats {
+    /// Frames received.
+    pub ipackets: u64,
+    /// Bytes received.
+    pub ibytes: u64,
+    /// Frames sent.
+    pub opackets: u64,
+    /// Bytes sent.
+    pub obytes: u64,
+    /// Frames dropped on input (malformed, not for us, unknown protocol).
+    pub idrops: u64,
+    /// Frames that could not be sent (link down, queue full).
+    pub oerrors: u64,
+}
+
+/// A layer-2 interface of one vnet.
+#[derive(Debug)]
+pub struct Ifnet {
+    name: String,
+    index: IfIndex,
+    mac: EthernetAddress,
+    mtu: usize,
+    up: bool,
+    link: Link,
+    home: VnetId,
+    /// Counters.
+    pub stats: IfStats,
+}
+
+impl Ifnet {
+    /// Its name in its vnet.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Its index in its vnet.
+    pub fn index(&self) -> IfIndex {
+        self.index
+    }
+    /// Its MAC address.
+    pub fn mac(&self) -> EthernetAddress {
+        self.mac
+    }
+    /// Its MTU (IP bytes per frame).
+    pub fn mtu(&self) -> usize {
+        self.mtu
+    }
+    /// Whether it is administratively up.
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+    /// The vnet that created it.
+    pub fn home(&self) -> VnetId {
+        self.home
+    }
+    /// Its link.
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+    /// Whether it is the loopback.
+    pub fn is_loopback(&self) -> bool {
+        matches!(self.link, Link::Loopback)
+    }
+    /// Whether it can carry frames now: up, and its link alive.
+    pub fn is_running(&self) -> bool {
+        self.up
+            && match &self.link {
+                Link::Loopback => true,
+                Link::Epair { tx, .. } => tx.is_alive(),
+            }
+    }
+    /// The wire frames arrive on, if any.
+    pub fn rx_wire(&self) -> Option<&Arc<Wire>> {
+        match &self.link {
+            Link::Epair { rx, .. } => Some(rx),
+            Link::Loopback => None,
+        }
+    }
+    /// The wire frames leave on, if any.
+    pub fn tx_wire(&self) -> Option<&Arc<Wire>> {
+        match &self.link {
+            Link::Epair { tx, .. } => Some(tx),
+            Link::Loopback => None,
+        }
+    }
+}
+
+impl Drop for Ifnet {
+    /// An interface that ceases to exist takes its link down with it.
+    fn drop(&mut self) {
+        if let Link::Epair { tx, rx } = &self.link {
+            tx.kill();
+            rx.kill();
+        }
+    }
+}
+
+/// A snapshot of an interface, for listings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfInfo {
+    /// Name.
+    pub name: String,
+    /// Index.
+    pub index: IfIndex,
+    /// MAC address.
+    pub mac: EthernetAddress,
+    /// MTU.
+    pub mtu: usize,
+    /// Administratively up.
+    pub up: bool,
+    /// Up and link alive.
+    pub running: bool,
+    /// `"loopback"` or `"epair"`.
+    pub kind: &'static str,
+    /// Home vnet.
+    pub home: VnetId,
+    /// Counters.
+    pub stats: IfStats,
+}
+
+/// Why an interface operation was refused. Nothing changed when one is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IfError {
+    /// No such interface in the vnet.
+    #[error("interface {0:?}: no such interface")]
+    NoSuchInterface(String),
+    /// The name is taken in the vnet.
+    #[error("interface {0:?} already exists")]
+    Exists(String),
+    /// Names are 1 to 15 characters (as Linux's IFNAMSIZ).
+    #[error("interface name {0:?} is invalid: use 1 to 15 letters, digits, '-', '_' or '.'")]
+    BadName(String),
+    /// MTU out of range.
+    #[error("MTU {0} is out of range ({MIN_MTU} to {MAX_MTU})")]
+    BadMtu(usize),
+    /// The loopback cannot be moved or deleted.
+    #[error("lo0 belongs to its vnet and cannot be moved or deleted")]
+    Loopback,
+    /// Moving an interface to the vnet it is in.
+    #[error("interface {0:?} is already in that vnet")]
+    SameVnet(String),
+    /// The vnet could not be entered.
+    #[error(transparent)]
+    Vnet(#[from] CurVnetError),
+}
+
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// The interfaces of one vnet (a per-vnet subsystem).
+#[derive(Debug)]
+pub struct IfnetTable {
+    vnet: VnetId,
+    ifs: Vec<Ifnet>,
+    next_index: IfIndex,
+    rng: ChaCha8Rng,
+}
+
+impl PerVnet for IfnetTable {
+    const NAME: &'static str = "ifnet";
+    const ORDER: SysInitOrder = SysInitOrder::IFNET;
+
+    fn init(cx: &mut InitCx<'_>) -> Self {
+        let mut t = IfnetTable {
+            vnet: cx.id,
+            ifs: Vec::new(),
+            next_index: 1,
+            rng: ChaCha8Rng::seed_from_u64(cx.seed),
+        };
+        let lo = Ifnet {
+            name: "lo0".into(),
+            index: 0,
+            mac: EthernetAddress([0; 6]),
+            mtu: MAX_MTU,
+            up: true,
+            link: Link::Loopback,
+            home: cx.id,
+            stats: IfStats::default(),
+        };
+        t.attach(lo);
+        t
+    }
+
+    fn uninit(&mut self, _rest: &mut VnetVars, cx: &mut TeardownCx) {
+        for mut ifp in self.ifs.drain(..) {
+            if ifp.home == self.vnet || ifp.is_loopback() {
+                drop(ifp);
+                cx.report.interfaces_destroyed += 1;
+                continue;
+            }
+            // Borrowed: give it back to its home vnet, once our lock is gone.
+            if let Some(rx) = ifp.rx_wire() {
+                rx.set_rx_owner(None);
+            }
+            ifp.up = false;
+            let home = ifp.home;
+            cx.defer(move |reg, report| {
+                let mut slot = Some(ifp);
+                if let Some(h) = reg.get(home) {
+                    let back = h.enter(|| {
+                        vnet::with::<IfnetTable, _>(|t| match slot.take() {
+                            Some(ifp) => t.adopt(ifp).map_err(|ifp| slot = Some(ifp)).is_ok(),
+                            None => false,
+                        })
+                    });
+                    if back == Ok(true) {
+                        report.interfaces_returned += 1;
+                        return;
+                    }
+                }
+                // Home is gone or has taken the name: the interface dies
+                // (dropping it kills its link).
+                drop(slot);
+                report.interfaces_destroyed += 1;
+            });
+        }
+        self.ifs.shrink_to_fit();
+    }
+}
+
+impl IfnetTable {
+    /// The vnet this table belongs to.
+    pub fn vnet(&self) -> VnetId {
+        self.vnet
+    }
+
+    /// All interfaces, in index order.
+    pub fn iter(&self) -> impl Iterator<Item = &Ifnet> {
+        self.ifs.iter()
+    }
+
+    /// Mutable access to all interfaces.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Ifnet> {
+        self.ifs.iter_mut()
+    }
+
+    /// The interface with this index.
+    pub fn get(&self, index: IfIndex) -> Option<&Ifnet> {
+        self.ifs.iter().find(|i| i.index == index)
+    }
+
+    /// The interface with this index, mutably.
+    pub fn get_mut(&mut self, index: IfIndex) -> Option<&mut Ifnet> {
+        self.ifs.iter_mut().find(|i| i.index == index)
+    }
+
+    /// The interface with this name.
+    pub fn by_name(&self, name: &str) -> Option<&Ifnet> {
+        self.ifs.iter().find(|i| i.name == name)
+    }
+
+    /// The index of the interface with this name.
+    ///
+    /// # Errors
+    /// [`IfError::NoSuchInterface`].
+    pub fn index_of(&self, name: &str) -> Result<IfIndex, IfError> {
+        self.by_name(name)
+            .map(|i| i.index)
+            .ok_or_else(|| IfError::NoSuchInterface(name.to_string()))
+    }
+
+    fn attach(&mut self, mut ifp: Ifnet) -> IfIndex {
+        ifp.index = self.next_index;
+        self.next_index += 1;
+        if let Some(rx) = ifp.rx_wire() {
+            rx.set_rx_owner(Some(self.vnet));
+        }
+        let idx = ifp.index;
+        self.ifs.push(ifp);
+        idx
+    }
+
+    /// Takes in an interface coming home or moved here; refuses (handing it
+    /// back) if its name is taken.
+    fn adopt(&mut self, ifp: Ifnet) -> Result<IfIndex, Ifnet> {
+        if self.by_name(&ifp.name).is_some() {
+            return Err(ifp);
+        }
+        Ok(self.attach(ifp))
+    }
+
+    fn detach(&mut self, index: IfIndex) -> Option<Ifnet> {
+        let pos = self.ifs.iter().position(|i| i.index == index)?;
+        let ifp = self.ifs.remove(pos);
+        if let Some(rx) = ifp.rx_wire() {
+            rx.set_rx_owner(None);
+        }
+        Some(ifp)
+    }
+
+    fn new_mac(&mut self) -> EthernetAddress {
+        let mut b = [0u8; 6];
+        self.rng.fill_bytes(&mut b);
+        b[0] = (b[0] & 0xfe) | 0x02; // unicast, locally administered
+        EthernetAddress(b)
+    }
+
+    fn check_new_name(&self, name: &str) -> Result<(), IfError> {
+        if !valid_ifname(name) {
+            return Err(IfError::BadName(name.to_string()));
+        }
+        if self.by_name(name).is_some() {
+            return Err(IfError::Exists(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// A snapshot of every interface.
+    pub fn infos(&self) -> Vec<IfInfo> {
+        self.ifs.iter().map(info).collect()
+    }
+}
+
+fn info(i: &Ifnet) -> IfInfo {
+    IfInfo {
+        name: i.name.clone(),
+        index: i.index,
+        mac: i.mac,
+        mtu: i.mtu,
+        up: i.up,
+        running: i.is_running(),
+        kind: match i.link {
+            Link::Loopback => "loopback",
+            Link::Epair { .. } => "epair",
+        },
+        home: i.home,
+        stats: i.stats.clone(),
+    }
+}
+
+/// Creates an epair: interface `a_name` in vnet `a` and `b_name` in vnet `b`
+/// (which may be the same vnet), joined back to back, both down, MTU 1500.
+///
+/// # Errors
+/// A bad or taken name in either vnet; nothing is created then.
+pub fn epair(a: &Arc<Vnet>, a_name: &str, b: &Arc<Vnet>, b_name: &str) -> Result<(), IfError> {
+    if Arc::ptr_eq(a, b) && a_name == b_name {
+        return Err(IfError::Exists(b_name.to_string()));
+    }
+    a.enter(|| vnet::with::<IfnetTable, _>(|t| t.check_new_name(a_name)))??;
+    b.enter(|| vnet::with::<IfnetTable, _>(|t| t.check_new_name(b_name)))??;
+    let ab = Arc::new(Wire::new());
+    let ba = Arc::new(Wire::new());
+    let mk = |t: &mut IfnetTable, name: &str, tx: &Arc<Wire>, rx: &Arc<Wire>| {
+        let ifp = Ifnet {
+            name: name.to_string(),
+            index: 0,
+            mac: t.new_mac(),
+            mtu: 1500,
+            up: false,
+            link: Link::Epair {
+                tx: Arc::clone(tx),
+                rx: Arc::clone(rx),
+            },
+            home: t.vnet,
+            stats: IfStats::default(),
+        };
+        t.attach(ifp)
+    };
+    a.enter(|| vnet::with::<IfnetTable, _>(|t| mk(t, a_name, &ab, &ba)))?;
+    b.enter(|| vnet::with::<IfnetTable, _>(|t| mk(t, b_name, &ba, &ab)))?;
+    Ok(())
+}
+
+/// Runs `f` on the named interface of the current vnet.
+///
+/// # Errors
+/// No current vnet, or no such interface.
+pub fn with_ifnet<R>(name: &str, f: impl FnOnce(&mut Ifnet) -> R) -> Result<R, IfError> {
+    vnet::with::<IfnetTable, _>(|t| {
+        t.ifs
+            .iter_mut()
+            .find(|i| i.name == name)
+            .map(f)
+            .ok_or_else(|| IfError::NoSuchInterface(name.to_string()))
+    })?
+}
+
+/// Sets an interface of the current vnet up or down.
+///
+/// # Errors
+/// No current vnet, or no such interface.
+pub fn set_up(name: &str, up: bool) -> Result<(), IfError> {
+    with_ifnet(name, |i| i.up = up)
+}
+
+/// Sets an interface's MTU.
+///
+/// # Errors
+/// No such interface, or an MTU out of range (nothing changes).
+pub fn set_mtu(name: &str, mtu: usize) -> Result<(), IfError> {
+    if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+        return Err(IfError::BadMtu(mtu));
+    }
+    with_ifnet(name, |i| i.mtu = mtu)
+}
+
+/// A snapshot of the current vnet's interfaces.
+///
+/// # Errors
+/// No current vnet.
+pub fn list() -> Result<Vec<IfInfo>, IfError> {
+    Ok(vnet::with::<IfnetTable, _>(|t| t.infos())?)
+}
+
+/// Adds a stage (impairment, filter, capture) to the wire an interface of
+/// the current vnet sends on.
+///
+/// # Errors
+/// No such interface or it has no wire (the loopback).
+pub fn push_tx_stage(name: &str, stage: Box<dyn LinkStage>) -> Result<(), IfError> {
+    with_ifnet(name, |i| i.tx_wire().cloned())?
+        .ok_or_else(|| IfError::NoSuchInterface(name.to_string()))?
+        .push_stage(stage);
+    Ok(())
+}
+
+/// Moves interface `name` from vnet `from` to vnet `to` (`if_vmove`); it
+/// arrives down, with no addresses, under the same name.
+///
+/// # Errors
+/// No such interface, the loopback, the name taken in `to`, or the same vnet.
+/// On error the interface stays where it was.
+pub fn vmove(from: &Arc<Vnet>, name: &str, to: &Arc<Vnet>) -> Result<(), IfError> {
+    if Arc::ptr_eq(from, to) {
+        return Err(IfError::SameVnet(name.to_string()));
+    }
+    to.enter(|| {
+        vnet::with::<IfnetTable, _>(|t| {
+            if t.by_name(name).is_some() {
+                Err(IfError::Exists(name.to_string()))
+            } else {
+                Ok(())
+            }
+        })
+    })??;
+    let mut ifp = from.enter(|| {
+        vnet::with_vars(|vars| -> Result<Ifnet, IfError> {
+            let (t, inet) = vars
+                .get2_mut::<IfnetTable, crate::stack::Inet>()
+                .ok_or(CurVnetError::NoSubsystem("inet"))?;
+            let idx = t.index_of(name)?;
+            if t.get(idx).is_some_and(Ifnet::is_loopback) {
+                return Err(IfError::Loopback);
+            }
+            inet.forget_interface(idx);
+            Ok(t.detach(idx).expect("index just found"))
+        })
+    })??;
+    ifp.up = false;
+    let back = to.enter(|| vnet::with::<IfnetTable, _>(|t| t.adopt(ifp)))?;
+    if let Err(ifp) = back {
+        // Lost a race for the name: put it back where it was.
+        let name = ifp.name.clone();
+        from.enter(|| vnet::with::<IfnetTable, _>(|t| t.adopt(ifp).map(|_| ())))?
+            .map_err(|_| IfError::Exists(name.clone()))?;
+        return Err(IfError::Exists(name));
+    }
+    log::debug!("interface {name} moved from vnet {} to {}", from.id(), to.id());
+    Ok(())
+}
