@@ -281,8 +281,12 @@ impl Inet {
             .map(|a| a.cidr.address())
     }
 
+    /// Gives smoltcp the addresses it chooses sources from (for sockets
+    /// that do not name one): loopback ones last, so that the fallback
+    /// "first address of the family" is a routable one.
     fn sync_smoltcp_addrs(&mut self) {
-        let addrs: Vec<IpCidr> = self.addrs.iter().map(|a| a.cidr).collect();
+        let mut addrs: Vec<IpCidr> = self.addrs.iter().map(|a| a.cidr).collect();
+        addrs.sort_by_key(|c| Self::is_loopback_dst(c.address()));
         self.iface.update_ip_addrs(|v| {
             v.clear();
             for c in addrs.into_iter().take(v.capacity()) {

@@ -78,10 +78,108 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Result of a transfer.
+#[derive(Debug, Clone)]
 pub struct Transfer {
     pub sent_sha: [u8; 32],
     pub recv_sha: [u8; 32],
     pub received: usize,
+}
+
+/// One TCP flow: `client` sends `data` to a listener in `server` at `addr`.
+pub struct Flow {
+    pub server: Arc<Vnet>,
+    pub client: Arc<Vnet>,
+    pub addr: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+/// Runs several TCP flows at once to completion; returns, per flow, the
+/// checksums of what was sent and what the server received.
+pub fn tcp_flows(sim: &mut Sim, flows: &[Flow], timeout: Duration) -> Vec<Transfer> {
+    struct St {
+        lst: SocketId,
+        c: SocketId,
+        srv: Option<SocketId>,
+        sent: usize,
+        closed: bool,
+        done: bool,
+        hasher: Sha256,
+        received: usize,
+    }
+    let mut st: Vec<St> = flows
+        .iter()
+        .map(|f| {
+            let lst = sim
+                .with(&f.server, || socket::tcp_listen(f.addr, 8, false))
+                .unwrap();
+            let c = sim.with(&f.client, || socket::tcp_connect(f.addr, None)).unwrap();
+            St {
+                lst,
+                c,
+                srv: None,
+                sent: 0,
+                closed: false,
+                done: false,
+                hasher: Sha256::new(),
+                received: 0,
+            }
+        })
+        .collect();
+    let mut buf = vec![0u8; 256 * 1024];
+    let res = sim.run_until(timeout, |s| {
+        for (f, x) in flows.iter().zip(st.iter_mut()) {
+            if x.done {
+                continue;
+            }
+            if x.srv.is_none() {
+                x.srv = s.with(&f.server, || socket::tcp_accept(x.lst)).ok().map(|(id, _)| id);
+            }
+            if x.sent < f.data.len() {
+                if let Ok(n) = s.with(&f.client, || socket::send(x.c, &f.data[x.sent..])) {
+                    x.sent += n;
+                }
+            } else if !x.closed {
+                s.with(&f.client, || socket::close(x.c)).unwrap();
+                x.closed = true;
+            }
+            if let Some(id) = x.srv {
+                loop {
+                    match s.with(&f.server, || socket::recv(id, &mut buf)) {
+                        Ok(0) => {
+                            x.done = true;
+                            break;
+                        }
+                        Ok(n) => {
+                            x.hasher.update(&buf[..n]);
+                            x.received += n;
+                        }
+                        Err(SockError::WouldBlock) => break,
+                        Err(e) => panic!("server recv: {e}"),
+                    }
+                }
+            }
+        }
+        st.iter().all(|x| x.done)
+    });
+    let got: Vec<usize> = st.iter().map(|x| x.received).collect();
+    res.unwrap_or_else(|e| panic!("flows: {e}; received {got:?}"));
+    let out = flows
+        .iter()
+        .zip(st)
+        .map(|(f, x)| {
+            if let Some(id) = x.srv {
+                sim.with(&f.server, || socket::close(id)).unwrap();
+            }
+            sim.with(&f.server, || socket::close(x.lst)).unwrap();
+            Transfer {
+                sent_sha: Sha256::digest(&f.data).into(),
+                recv_sha: x.hasher.finalize().into(),
+                received: x.received,
+            }
+        })
+        .collect();
+    let _ = sim.run_for(Duration::from_millis(100));
+    out
 }
 
 /// Sends `len` bytes over TCP from `client` to a listener in `server` at
@@ -94,55 +192,13 @@ pub fn tcp_transfer(
     len: usize,
     timeout: Duration,
 ) -> Transfer {
-    let data = pattern(len, 7);
-    let lst = sim
-        .with(server, || socket::tcp_listen(addr, 8, false))
-        .unwrap();
-    let c = sim.with(client, || socket::tcp_connect(addr, None)).unwrap();
-    let mut srv: Option<SocketId> = None;
-    let mut sent = 0usize;
-    let mut hasher = Sha256::new();
-    let mut received = 0usize;
-    let mut closed = false;
-    let mut buf = vec![0u8; 256 * 1024];
-    let res = sim.run_until(timeout, |s| {
-        if srv.is_none() {
-            srv = s.with(server, || socket::tcp_accept(lst)).ok().map(|(id, _)| id);
-        }
-        if sent < data.len() {
-            if let Ok(n) = s.with(client, || socket::send(c, &data[sent..])) {
-                sent += n;
-            }
-        } else if !closed {
-            s.with(client, || socket::close(c)).unwrap();
-            closed = true;
-        }
-        if let Some(id) = srv {
-            loop {
-                match s.with(server, || socket::recv(id, &mut buf)) {
-                    Ok(0) => return true,
-                    Ok(n) => {
-                        hasher.update(&buf[..n]);
-                        received += n;
-                    }
-                    Err(SockError::WouldBlock) => break,
-                    Err(e) => panic!("server recv: {e}"),
-                }
-            }
-        }
-        false
-    });
-    res.unwrap_or_else(|e| panic!("transfer of {len} bytes: {e}; received {received}"));
-    if let Some(id) = srv {
-        sim.with(server, || socket::close(id)).unwrap();
-    }
-    sim.with(server, || socket::close(lst)).unwrap();
-    let _ = sim.run_for(Duration::from_millis(100));
-    Transfer {
-        sent_sha: Sha256::digest(&data).into(),
-        recv_sha: hasher.finalize().into(),
-        received,
-    }
+    let flow = Flow {
+        server: Arc::clone(server),
+        client: Arc::clone(client),
+        addr,
+        data: pattern(len, 7),
+    };
+    tcp_flows(sim, &[flow], timeout).remove(0)
 }
 
 /// Waits for a connect to finish; returns its state and pending error.
