@@ -145,7 +145,7 @@ impl Drop for Ifnet {
     /// An interface that ceases to exist takes its link down with it.
     fn drop(&mut self) {
         if let Link::Epair { tx, rx } = &self.link {
-            tx.kill();
+            tx.close_sender();
             rx.kill();
         }
     }
@@ -518,5 +518,26 @@ pub fn vmove(from: &Arc<Vnet>, name: &str, to: &Arc<Vnet>) -> Result<(), IfError
         return Err(IfError::Exists(name));
     }
     log::debug!("interface {name} moved from vnet {} to {}", from.id(), to.id());
+    Ok(())
+}
+
+/// Destroys an interface of the current vnet (its link goes down for the far
+/// end); the stack forgets its addresses, routes and neighbors.
+///
+/// # Errors
+/// No such interface, or the loopback.
+pub fn destroy(name: &str) -> Result<(), IfError> {
+    let ifp = vnet::with_vars(|vars| -> Result<Ifnet, IfError> {
+        let (t, inet) = vars
+            .get2_mut::<IfnetTable, crate::stack::Inet>()
+            .ok_or(CurVnetError::NoSubsystem("inet"))?;
+        let idx = t.index_of(name)?;
+        if t.get(idx).is_some_and(Ifnet::is_loopback) {
+            return Err(IfError::Loopback);
+        }
+        inet.forget_interface(idx);
+        Ok(t.detach(idx).expect("index just found"))
+    })??;
+    drop(ifp);
     Ok(())
 }

@@ -210,7 +210,15 @@ impl Wire {
         self.lock().rx_owner = owner;
     }
 
-    /// Marks the wire dead (an end was destroyed) and frees queued frames.
+    /// Marks the wire dead because its sending end is gone: nothing more is
+    /// accepted, but frames already on their way (a last reset) still
+    /// arrive.
+    pub fn close_sender(&self) {
+        self.lock().alive = false;
+    }
+
+    /// Marks the wire dead because its receiving end is gone, and frees the
+    /// frames nobody will read.
     pub fn kill(&self) {
         let mut g = self.lock();
         g.alive = false;

@@ -158,8 +158,8 @@ impl PerVnet for Inet {
         // Let the resets out while the interfaces still exist.
         if let Some(ifs) = rest.get_mut::<IfnetTable>() {
             let now = self.now;
-            let _ = self.poll(ifs, now);
-            for (v, _) in self.wake.drain(..) {
+            let out = self.poll(ifs, now);
+            for (v, _) in out.wake {
                 if !cx.report.wake.contains(&v) {
                     cx.report.wake.push(v);
                 }

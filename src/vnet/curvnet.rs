@@ -51,6 +51,14 @@ thread_local! {
 /// # Panics
 /// Dropping a guard while a guard created after it is still alive panics:
 /// that is a bug in the caller, like a mismatched `CURVNET_RESTORE`.
+///
+/// A guard cannot be sent to another thread:
+///
+/// ```compile_fail
+/// let reg = vnet::vnet::Registry::new(0);
+/// let g = vnet::vnet::CurVnet::set(&reg.vnet0());
+/// std::thread::spawn(move || drop(g));
+/// ```
 #[must_use = "the vnet is current only while the guard lives"]
 pub struct CurVnet {
     depth: usize,
