@@ -15,9 +15,14 @@ fn sixty_four_clients_connect_before_the_server_accepts_and_all_are_accepted() {
     let mut sim = Sim::new(31);
     let (client, server) = pair(&mut sim, "client", "server", 0);
     let addr: SocketAddr = "10.0.0.2:8080".parse().unwrap();
-    let lst = sim.with(&server, || socket::tcp_listen(addr, 64, false)).unwrap();
+    let lst = sim
+        .with(&server, || socket::tcp_listen(addr, 64, false))
+        .unwrap();
     let conns: Vec<SocketId> = (0..64)
-        .map(|_| sim.with(&client, || socket::tcp_connect(addr, None)).unwrap())
+        .map(|_| {
+            sim.with(&client, || socket::tcp_connect(addr, None))
+                .unwrap()
+        })
         .collect();
     sim.run_until(Duration::from_secs(10), |s| {
         conns
@@ -35,7 +40,7 @@ fn sixty_four_clients_connect_before_the_server_accepts_and_all_are_accepted() {
     for (i, c) in conns.iter().enumerate() {
         sim.with(&client, || socket::send(*c, &[i as u8])).unwrap();
     }
-    let mut seen = vec![false; 64];
+    let mut seen = [false; 64];
     sim.run_until(Duration::from_secs(5), |s| {
         for id in &accepted {
             let mut b = [0u8; 4];
@@ -46,7 +51,7 @@ fn sixty_four_clients_connect_before_the_server_accepts_and_all_are_accepted() {
         seen.iter().all(|x| *x)
     })
     .unwrap();
-    assert_eq!(sim.with(&server, || stack::stats()).unwrap().tcp_listen_drops, 0);
+    assert_eq!(sim.with(&server, stack::stats).unwrap().tcp_listen_drops, 0);
 }
 
 #[test]
@@ -54,9 +59,14 @@ fn a_full_backlog_drops_syns_until_the_server_accepts() {
     let mut sim = Sim::new(32);
     let (client, server) = pair(&mut sim, "client", "server", 0);
     let addr: SocketAddr = "10.0.0.2:8080".parse().unwrap();
-    let lst = sim.with(&server, || socket::tcp_listen(addr, 4, false)).unwrap();
+    let lst = sim
+        .with(&server, || socket::tcp_listen(addr, 4, false))
+        .unwrap();
     let conns: Vec<SocketId> = (0..8)
-        .map(|_| sim.with(&client, || socket::tcp_connect(addr, None)).unwrap())
+        .map(|_| {
+            sim.with(&client, || socket::tcp_connect(addr, None))
+                .unwrap()
+        })
         .collect();
     sim.run_for(Duration::from_millis(500)).unwrap();
     let connected = |s: &mut Sim| {
@@ -66,7 +76,7 @@ fn a_full_backlog_drops_syns_until_the_server_accepts() {
             .count()
     };
     assert_eq!(connected(&mut sim), 4, "only the backlog's worth gets in");
-    assert!(sim.with(&server, || stack::stats()).unwrap().tcp_listen_drops >= 4);
+    assert!(sim.with(&server, stack::stats).unwrap().tcp_listen_drops >= 4);
     let mut accepted = 0;
     sim.run_until(Duration::from_secs(30), |s| {
         while s.with(&server, || socket::tcp_accept(lst)).is_ok() {

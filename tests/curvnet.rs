@@ -5,7 +5,8 @@ use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use vnet::vnet::{
-    self as vn, CurVnet, CurVnetError, InitCx, PerVnet, Registry, SysInitOrder, TeardownCx, VnetVars,
+    self as vn, CurVnet, CurVnetError, InitCx, PerVnet, Registry, SysInitOrder, TeardownCx,
+    VnetVars,
 };
 
 #[test]
@@ -35,12 +36,17 @@ fn use_outside_any_scope_is_an_error_that_says_so() {
     assert!(e.to_string().contains("vnet scope"), "{e}");
     assert_eq!(
         vnet_stack_addrs(),
-        Err("no current vnet: this code must run inside a vnet scope (CurVnet::set or Vnet::enter)".into())
+        Err(
+            "no current vnet: this code must run inside a vnet scope (CurVnet::set or Vnet::enter)"
+                .into()
+        )
     );
 }
 
 fn vnet_stack_addrs() -> Result<usize, String> {
-    vnet::stack::addrs().map(|a| a.len()).map_err(|e| e.to_string())
+    vnet::stack::addrs()
+        .map(|a| a.len())
+        .map_err(|e| e.to_string())
 }
 
 #[test]
@@ -148,7 +154,18 @@ fn subsystems_init_in_order_uninit_in_reverse_and_late_ones_reach_every_vnet() {
     assert_eq!(take_log(), ["init registered vnet0", "init registered a"]);
     assert_eq!(reg.subsystems(), ["early", "registered-late", "late"]);
     let report = reg.destroy(a.id(), false).unwrap();
-    assert_eq!(take_log(), [format!("uninit late {}", a.id()), format!("uninit early {}", a.id())]);
+    assert_eq!(
+        take_log(),
+        [
+            format!("uninit late {}", a.id()),
+            format!("uninit early {}", a.id())
+        ]
+    );
     assert_eq!(report.subsystems, ["late", "registered-late", "early"]);
-    a.enter(|| assert_eq!(vn::with::<Early, _>(|_| ()), Err(CurVnetError::Destroyed(a.id()))));
+    a.enter(|| {
+        assert_eq!(
+            vn::with::<Early, _>(|_| ()),
+            Err(CurVnetError::Destroyed(a.id()))
+        )
+    });
 }

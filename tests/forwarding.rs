@@ -23,11 +23,24 @@ fn chain(sim: &mut Sim) -> (Arc<Vnet>, Arc<Vnet>, Arc<Vnet>) {
         ifnet::set_up("eth0", true).unwrap();
         stack::addr_add("eth0", "10.1.0.1/24".parse().unwrap()).unwrap();
         stack::addr_add("eth0", "fd01::1/64".parse().unwrap()).unwrap();
-        stack::route_add("0.0.0.0/0".parse().unwrap(), Some("10.1.0.254".parse().unwrap()), None).unwrap();
-        stack::route_add("::/0".parse().unwrap(), Some("fd01::fe".parse().unwrap()), None).unwrap();
+        stack::route_add(
+            "0.0.0.0/0".parse().unwrap(),
+            Some("10.1.0.254".parse().unwrap()),
+            None,
+        )
+        .unwrap();
+        stack::route_add(
+            "::/0".parse().unwrap(),
+            Some("fd01::fe".parse().unwrap()),
+            None,
+        )
+        .unwrap();
     });
     sim.with(&r, || {
-        for (i, v4, v6) in [("eth0", "10.1.0.254/24", "fd01::fe/64"), ("eth1", "10.2.0.254/24", "fd02::fe/64")] {
+        for (i, v4, v6) in [
+            ("eth0", "10.1.0.254/24", "fd01::fe/64"),
+            ("eth1", "10.2.0.254/24", "fd02::fe/64"),
+        ] {
             ifnet::set_up(i, true).unwrap();
             stack::addr_add(i, v4.parse().unwrap()).unwrap();
             stack::addr_add(i, v6.parse().unwrap()).unwrap();
@@ -37,8 +50,18 @@ fn chain(sim: &mut Sim) -> (Arc<Vnet>, Arc<Vnet>, Arc<Vnet>) {
         ifnet::set_up("eth0", true).unwrap();
         stack::addr_add("eth0", "10.2.0.1/24".parse().unwrap()).unwrap();
         stack::addr_add("eth0", "fd02::1/64".parse().unwrap()).unwrap();
-        stack::route_add("0.0.0.0/0".parse().unwrap(), Some("10.2.0.254".parse().unwrap()), None).unwrap();
-        stack::route_add("::/0".parse().unwrap(), Some("fd02::fe".parse().unwrap()), None).unwrap();
+        stack::route_add(
+            "0.0.0.0/0".parse().unwrap(),
+            Some("10.2.0.254".parse().unwrap()),
+            None,
+        )
+        .unwrap();
+        stack::route_add(
+            "::/0".parse().unwrap(),
+            Some("fd02::fe".parse().unwrap()),
+            None,
+        )
+        .unwrap();
     });
     (a, r, b)
 }
@@ -59,18 +82,32 @@ fn a_reaches_b_only_when_r_forwards() {
     let b6: IpAddr = "fd02::1".parse().unwrap();
     assert_eq!(ping(&mut sim, &a, b4), None);
     assert_eq!(ping(&mut sim, &a, b6), None);
-    let st = sim.with(&r, || stack::stats()).unwrap();
+    let st = sim.with(&r, stack::stats).unwrap();
     assert!(st.ip_in_not_forwarding >= 2, "{st:?}");
     assert_eq!(st.ip_forwarded, 0);
 
     forwarding(&mut sim, &r, true);
     assert_eq!(ping(&mut sim, &a, b4), Some(b4));
     assert_eq!(ping(&mut sim, &a, b6), Some(b6));
-    let t = tcp_transfer(&mut sim, &b, &a, "10.2.0.1:9000".parse().unwrap(), 1 << 20, Duration::from_secs(60));
+    let t = tcp_transfer(
+        &mut sim,
+        &b,
+        &a,
+        "10.2.0.1:9000".parse().unwrap(),
+        1 << 20,
+        Duration::from_secs(60),
+    );
     assert_eq!(t.recv_sha, t.sent_sha);
-    let t = tcp_transfer(&mut sim, &b, &a, "[fd02::1]:9001".parse().unwrap(), 1 << 20, Duration::from_secs(60));
+    let t = tcp_transfer(
+        &mut sim,
+        &b,
+        &a,
+        "[fd02::1]:9001".parse().unwrap(),
+        1 << 20,
+        Duration::from_secs(60),
+    );
     assert_eq!(t.recv_sha, t.sent_sha);
-    assert!(sim.with(&r, || stack::stats()).unwrap().ip_forwarded > 1000);
+    assert!(sim.with(&r, stack::stats).unwrap().ip_forwarded > 1000);
 
     forwarding(&mut sim, &r, false);
     assert_eq!(ping(&mut sim, &a, b4), None);
@@ -80,10 +117,15 @@ fn a_reaches_b_only_when_r_forwards() {
 /// (type, source) that came back on a raw socket.
 fn expire(sim: &mut Sim, a: &Arc<Vnet>, dst: IpAddr) -> Option<(u8, IpAddr)> {
     let v6 = dst.is_ipv6();
-    let raw = sim.with(a, || socket::raw_open(v6, if v6 { 58 } else { 1 })).unwrap();
+    let raw = sim
+        .with(a, || socket::raw_open(v6, if v6 { 58 } else { 1 }))
+        .unwrap();
     sim.with(a, || sysctl::set("net.inet.ip.ttl", "1")).unwrap();
     let id = sim.with(a, || socket::icmp_open(77)).unwrap();
-    sim.with(a, || socket::icmp_send(id, &echo_request(v6, 77, 1, b"ttl"), dst)).unwrap();
+    sim.with(a, || {
+        socket::icmp_send(id, &echo_request(v6, 77, 1, b"ttl"), dst)
+    })
+    .unwrap();
     let mut got = None;
     let _ = sim.run_until(Duration::from_secs(5), |s| {
         let mut buf = [0u8; 2048];
@@ -91,7 +133,10 @@ fn expire(sim: &mut Sim, a: &Arc<Vnet>, dst: IpAddr) -> Option<(u8, IpAddr)> {
             let (hl, src): (usize, IpAddr) = if v6 {
                 (40, IpAddr::from(<[u8; 16]>::try_from(&buf[8..24]).unwrap()))
             } else {
-                (usize::from(buf[0] & 0xf) * 4, IpAddr::from(<[u8; 4]>::try_from(&buf[12..16]).unwrap()))
+                (
+                    usize::from(buf[0] & 0xf) * 4,
+                    IpAddr::from(<[u8; 4]>::try_from(&buf[12..16]).unwrap()),
+                )
             };
             let t = buf[hl];
             if n > hl && t != 8 && t != 128 {
@@ -101,7 +146,8 @@ fn expire(sim: &mut Sim, a: &Arc<Vnet>, dst: IpAddr) -> Option<(u8, IpAddr)> {
         }
         false
     });
-    sim.with(a, || sysctl::set("net.inet.ip.ttl", "64")).unwrap();
+    sim.with(a, || sysctl::set("net.inet.ip.ttl", "64"))
+        .unwrap();
     got
 }
 
@@ -120,7 +166,7 @@ fn ttl_expiry_at_the_router_returns_icmp_time_exceeded() {
         Some((3, "fd01::fe".parse().unwrap())),
         "ICMPv6 time exceeded from R"
     );
-    assert_eq!(sim.with(&r, || stack::stats()).unwrap().ip_ttl_exceeded, 2);
+    assert_eq!(sim.with(&r, stack::stats).unwrap().ip_ttl_exceeded, 2);
 }
 
 #[test]
@@ -131,7 +177,10 @@ fn no_route_at_the_router_returns_net_unreachable_and_connect_without_route_fail
     let raw = sim.with(&a, || socket::raw_open(false, 1)).unwrap();
     let id = sim.with(&a, || socket::icmp_open(9)).unwrap();
     let dst: IpAddr = "192.0.2.1".parse().unwrap();
-    sim.with(&a, || socket::icmp_send(id, &echo_request(false, 9, 1, b"x"), dst)).unwrap();
+    sim.with(&a, || {
+        socket::icmp_send(id, &echo_request(false, 9, 1, b"x"), dst)
+    })
+    .unwrap();
     let mut got = None;
     let _ = sim.run_until(Duration::from_secs(5), |s| {
         let mut buf = [0u8; 1500];
@@ -147,9 +196,13 @@ fn no_route_at_the_router_returns_net_unreachable_and_connect_without_route_fail
     assert_eq!(got, Some((3, 0)), "net unreachable from R");
     // In B, nothing routes to 192.0.2.0/24 without the default route.
     let b = sim.registry().by_name("b").unwrap();
-    sim.with(&b, || stack::route_del("0.0.0.0/0".parse().unwrap())).unwrap();
+    sim.with(&b, || stack::route_del("0.0.0.0/0".parse().unwrap()))
+        .unwrap();
     assert_eq!(
-        sim.with(&b, || socket::tcp_connect("192.0.2.1:80".parse().unwrap(), None)),
+        sim.with(&b, || socket::tcp_connect(
+            "192.0.2.1:80".parse().unwrap(),
+            None
+        )),
         Err(SockError::NetUnreachable)
     );
 }

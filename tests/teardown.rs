@@ -44,16 +44,23 @@ fn destroying_a_vnet_resets_its_connections_and_reports_what_it_released() {
 
     let mut buf = [0u8; 64];
     let mut seen = Vec::new();
-    sim.run_until(Duration::from_secs(5), |s| match s.with(&b, || socket::recv(srv, &mut buf)) {
-        Ok(n) => {
-            seen.extend_from_slice(&buf[..n]);
-            false
+    sim.run_until(Duration::from_secs(5), |s| {
+        match s.with(&b, || socket::recv(srv, &mut buf)) {
+            Ok(n) => {
+                seen.extend_from_slice(&buf[..n]);
+                false
+            }
+            Err(SockError::ConnReset) => true,
+            Err(_) => false,
         }
-        Err(SockError::ConnReset) => true,
-        Err(_) => false,
     })
     .expect("the peer sees a reset");
-    let eth0 = sim.with(&b, || ifnet::list()).unwrap().into_iter().find(|i| i.name == "eth0").unwrap();
+    let eth0 = sim
+        .with(&b, ifnet::list)
+        .unwrap()
+        .into_iter()
+        .find(|i| i.name == "eth0")
+        .unwrap();
     assert!(!eth0.running, "the far end of the epair is gone");
 }
 
@@ -63,10 +70,16 @@ fn vnet0_and_parents_are_refused_unless_recursive() {
     assert_eq!(sim.destroy(VnetId::VNET0, true), Err(RegistryError::Vnet0));
     let p = sim.create("parent").unwrap();
     let c = sim.registry().create("child", Some(p.id()), 0).unwrap();
-    let g = sim.registry().create("grandchild", Some(c.id()), 0).unwrap();
+    let g = sim
+        .registry()
+        .create("grandchild", Some(c.id()), 0)
+        .unwrap();
     assert_eq!(
         sim.destroy(p.id(), false),
-        Err(RegistryError::HasChildren { name: "parent".into(), children: 1 })
+        Err(RegistryError::HasChildren {
+            name: "parent".into(),
+            children: 1
+        })
     );
     assert!(sim.registry().by_name("parent").is_some());
     let r = sim.destroy(p.id(), true).unwrap();
@@ -82,7 +95,12 @@ fn a_borrowed_interface_goes_back_home_when_the_borrower_dies() {
     let guest = sim.create("guest").unwrap();
     ifnet::epair(&home, "veth0", &far, "eth0").unwrap();
     ifnet::vmove(&home, "veth0", &guest).unwrap();
-    assert!(sim.with(&home, || ifnet::list()).unwrap().iter().all(|i| i.name != "veth0"));
+    assert!(
+        sim.with(&home, ifnet::list)
+            .unwrap()
+            .iter()
+            .all(|i| i.name != "veth0")
+    );
     sim.with(&guest, || {
         ifnet::set_up("veth0", true).unwrap();
         stack::addr_add("veth0", "10.9.0.1/24".parse().unwrap()).unwrap();
@@ -90,12 +108,22 @@ fn a_borrowed_interface_goes_back_home_when_the_borrower_dies() {
     let r = sim.destroy(guest.id(), false).unwrap();
     assert_eq!(r.interfaces_returned, 1);
     assert_eq!(r.interfaces_destroyed, 1, "only guest's own lo0");
-    let back = sim.with(&home, || ifnet::list()).unwrap();
-    let v = back.iter().find(|i| i.name == "veth0").expect("veth0 is home");
+    let back = sim.with(&home, ifnet::list).unwrap();
+    let v = back
+        .iter()
+        .find(|i| i.name == "veth0")
+        .expect("veth0 is home");
     assert!(!v.up);
-    assert_eq!(sim.with(&home, || stack::addrs()).unwrap().len(), 2, "it came back without guest's address");
+    assert_eq!(
+        sim.with(&home, stack::addrs).unwrap().len(),
+        2,
+        "it came back without guest's address"
+    );
     // And it works at home.
-    for (v, i, a) in [(&home, "veth0", "10.9.0.1/24"), (&far, "eth0", "10.9.0.2/24")] {
+    for (v, i, a) in [
+        (&home, "veth0", "10.9.0.1/24"),
+        (&far, "eth0", "10.9.0.2/24"),
+    ] {
         sim.with(v, || {
             ifnet::set_up(i, true).unwrap();
             stack::addr_add(i, a.parse().unwrap()).unwrap();

@@ -46,7 +46,12 @@ fn ten_thousand_vnets_created_and_destroyed_leave_no_growth() {
         sim.with(&v, || {
             ifnet::set_up("eth0", true).unwrap();
             stack::addr_add("eth0", "10.0.0.1/24".parse().unwrap()).unwrap();
-            stack::route_add("0.0.0.0/0".parse().unwrap(), Some("10.0.0.254".parse().unwrap()), None).unwrap();
+            stack::route_add(
+                "0.0.0.0/0".parse().unwrap(),
+                Some("10.0.0.254".parse().unwrap()),
+                None,
+            )
+            .unwrap();
             socket::udp_bind("0.0.0.0:53".parse().unwrap(), false).unwrap();
         });
         let r = sim.destroy(v.id(), false).unwrap();

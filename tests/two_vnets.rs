@@ -14,9 +14,19 @@ use vnet::stack::socket::{self, SockError};
 fn ping_both_ways_over_ipv4_and_ipv6() {
     let mut sim = Sim::new(1);
     let (a, b) = pair(&mut sim, "a", "b", 0);
-    for (from, dst) in [(&a, "10.0.0.2"), (&b, "10.0.0.1"), (&a, "fd00:0::2"), (&b, "fd00:0::1")] {
+    for (from, dst) in [
+        (&a, "10.0.0.2"),
+        (&b, "10.0.0.1"),
+        (&a, "fd00:0::2"),
+        (&b, "fd00:0::1"),
+    ] {
         let dst: IpAddr = dst.parse().unwrap();
-        assert_eq!(ping(&mut sim, from, dst), Some(dst), "ping {dst} from {}", from.name());
+        assert_eq!(
+            ping(&mut sim, from, dst),
+            Some(dst),
+            "ping {dst} from {}",
+            from.name()
+        );
     }
 }
 
@@ -36,12 +46,16 @@ fn tcp_16mib_transfer_arrives_intact_over_ipv4_and_ipv6() {
 fn udp_both_ways_over_ipv4_and_ipv6() {
     let mut sim = Sim::new(3);
     let (a, b) = pair(&mut sim, "a", "b", 0);
-    for (a_addr, b_addr) in [("10.0.0.1:7000", "10.0.0.2:7000"), ("[fd00:0::1]:7001", "[fd00:0::2]:7001")] {
+    for (a_addr, b_addr) in [
+        ("10.0.0.1:7000", "10.0.0.2:7000"),
+        ("[fd00:0::1]:7001", "[fd00:0::2]:7001"),
+    ] {
         let a_addr: SocketAddr = a_addr.parse().unwrap();
         let b_addr: SocketAddr = b_addr.parse().unwrap();
         let sa = sim.with(&a, || socket::udp_bind(a_addr, false)).unwrap();
         let sb = sim.with(&b, || socket::udp_bind(b_addr, false)).unwrap();
-        sim.with(&a, || socket::udp_send_to(sa, b"hello b", b_addr)).unwrap();
+        sim.with(&a, || socket::udp_send_to(sa, b"hello b", b_addr))
+            .unwrap();
         let mut got = None;
         sim.run_until(Duration::from_secs(5), |s| {
             let mut buf = [0u8; 64];
@@ -56,7 +70,8 @@ fn udp_both_ways_over_ipv4_and_ipv6() {
         })
         .unwrap();
         assert_eq!(got, Some((b"hello b".to_vec(), a_addr)));
-        sim.with(&b, || socket::udp_send_to(sb, b"hello a", a_addr)).unwrap();
+        sim.with(&b, || socket::udp_send_to(sb, b"hello a", a_addr))
+            .unwrap();
         let mut got = None;
         sim.run_until(Duration::from_secs(5), |s| {
             let mut buf = [0u8; 64];

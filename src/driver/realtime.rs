@@ -8,6 +8,7 @@
 //! driver uses no CPU.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -57,6 +58,8 @@ impl Worker {
 
 struct Shared {
     workers: Vec<Arc<Worker>>,
+    /// Application hooks not yet done.
+    apps: AtomicUsize,
     owner: Mutex<HashMap<VnetId, usize>>,
     epoch: std::time::Instant,
 }
@@ -66,7 +69,11 @@ impl Shared {
         Instant::from_micros(self.epoch.elapsed().as_micros() as i64)
     }
     fn worker_of(&self, v: VnetId) -> Option<usize> {
-        self.owner.lock().unwrap_or_else(|p| p.into_inner()).get(&v).copied()
+        self.owner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&v)
+            .copied()
     }
 }
 
@@ -91,6 +98,7 @@ impl Realtime {
                 })
                 .collect(),
             owner: Mutex::new(HashMap::new()),
+            apps: AtomicUsize::new(0),
             epoch: std::time::Instant::now(),
         });
         let threads = (0..n)
@@ -135,13 +143,14 @@ impl Realtime {
     pub fn add_app(&self, v: &Arc<Vnet>, app: App) {
         let w = self.shared.worker_of(v.id()).expect("vnet adopted");
         let worker = &self.shared.workers[w];
+        self.shared.apps.fetch_add(1, Ordering::AcqRel);
         worker.lock().apps.push((v.id(), app));
         worker.wake(v.id(), Instant::ZERO);
     }
 
     /// Whether any application hook is still running.
     pub fn apps_running(&self) -> bool {
-        self.shared.workers.iter().any(|w| !w.lock().apps.is_empty())
+        self.shared.apps.load(Ordering::Acquire) > 0
     }
 
     /// Stops the workers and waits for them.
@@ -177,7 +186,7 @@ fn run(s: &Shared, me: usize) {
     let mut apps: Vec<(VnetId, App)> = Vec::new();
     loop {
         let now = s.now();
-        let (ready, vnets) = {
+        let vnets = {
             let mut g = worker.lock();
             if g.stop {
                 return;
@@ -207,15 +216,22 @@ fn run(s: &Shared, me: usize) {
             for v in &ready {
                 g.due.remove(v);
             }
-            let vs: Vec<Arc<Vnet>> = ready.iter().filter_map(|v| g.vnets.get(v).cloned()).collect();
-            (ready, vs)
+            ready
+                .iter()
+                .filter_map(|v| g.vnets.get(v).cloned())
+                .collect::<Vec<Arc<Vnet>>>()
         };
-        let _ = ready;
         for v in vnets {
             let id = v.id();
             let out = v.enter(|| {
                 let out = stack::poll(now);
-                apps.retain_mut(|(owner, app)| *owner != id || app(now) == AppCtl::Continue);
+                apps.retain_mut(|(owner, app)| {
+                    let keep = *owner != id || app(now) == AppCtl::Continue;
+                    if !keep {
+                        s.apps.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    keep
+                });
                 // The apps may have queued data: let it out in this turn.
                 let again = stack::poll(now);
                 (out, again)
@@ -224,9 +240,8 @@ fn run(s: &Shared, me: usize) {
             let has_app = apps.iter().any(|(o, _)| *o == id);
             for o in [a, b] {
                 for (peer, at) in o.wake {
-                    match s.worker_of(peer) {
-                        Some(w) => s.workers[w].wake(peer, at),
-                        None => {}
+                    if let Some(w) = s.worker_of(peer) {
+                        s.workers[w].wake(peer, at);
                     }
                 }
                 if let Some(d) = o.deadline {

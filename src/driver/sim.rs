@@ -87,7 +87,11 @@ impl Sim {
     ///
     /// # Errors
     /// As [`Registry::destroy`].
-    pub fn destroy(&mut self, id: VnetId, recursive: bool) -> Result<TeardownReport, RegistryError> {
+    pub fn destroy(
+        &mut self,
+        id: VnetId,
+        recursive: bool,
+    ) -> Result<TeardownReport, RegistryError> {
         let r = self.reg.destroy(id, recursive)?;
         for v in &r.vnets {
             self.due.remove(v);
@@ -144,7 +148,9 @@ impl Sim {
                 self.due.remove(&id);
                 let Some(v) = self.reg.get(id) else { continue };
                 let now = self.now;
-                let Ok(out) = v.enter(|| stack::poll(now)) else { continue };
+                let Ok(out) = v.enter(|| stack::poll(now)) else {
+                    continue;
+                };
                 self.apply(id, out);
                 n += 1;
                 self.polls += 1;

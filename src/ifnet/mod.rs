@@ -486,6 +486,13 @@ pub fn vmove(from: &Arc<Vnet>, name: &str, to: &Arc<Vnet>) -> Result<(), IfError
     if Arc::ptr_eq(from, to) {
         return Err(IfError::SameVnet(name.to_string()));
     }
+    from.enter(|| {
+        vnet::with::<IfnetTable, _>(|t| match t.by_name(name) {
+            None => Err(IfError::NoSuchInterface(name.to_string())),
+            Some(i) if i.is_loopback() => Err(IfError::Loopback),
+            Some(_) => Ok(()),
+        })
+    })??;
     to.enter(|| {
         vnet::with::<IfnetTable, _>(|t| {
             if t.by_name(name).is_some() {
@@ -517,7 +524,11 @@ pub fn vmove(from: &Arc<Vnet>, name: &str, to: &Arc<Vnet>) -> Result<(), IfError
             .map_err(|_| IfError::Exists(name.clone()))?;
         return Err(IfError::Exists(name));
     }
-    log::debug!("interface {name} moved from vnet {} to {}", from.id(), to.id());
+    log::debug!(
+        "interface {name} moved from vnet {} to {}",
+        from.id(),
+        to.id()
+    );
     Ok(())
 }
 

@@ -5,8 +5,8 @@
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, Icmpv4TimeExceeded, Icmpv6DstUnreachable,
-    Icmpv6Repr, Icmpv6TimeExceeded, IpAddress, IpProtocol, Ipv4Packet,
-    Ipv4Repr, Ipv6Packet, Ipv6Repr,
+    Icmpv6Repr, Icmpv6TimeExceeded, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet,
+    Ipv6Repr,
 };
 
 use super::Inet;
@@ -89,14 +89,26 @@ impl Inet {
         }
     }
 
-    fn icmp4_error(&mut self, ifs: &mut IfnetTable, in_if: Option<IfIndex>, ip: &[u8], kind: V4Err) {
+    fn icmp4_error(
+        &mut self,
+        ifs: &mut IfnetTable,
+        in_if: Option<IfIndex>,
+        ip: &[u8],
+        kind: V4Err,
+    ) {
         if let Some(p) = self.build_icmp4(in_if, ip, kind) {
             self.stats.icmp_errors_out += 1;
             self.ip_output(ifs, p, Origin::Local);
         }
     }
 
-    fn icmp6_error(&mut self, ifs: &mut IfnetTable, in_if: Option<IfIndex>, ip: &[u8], kind: V6Err) {
+    fn icmp6_error(
+        &mut self,
+        ifs: &mut IfnetTable,
+        in_if: Option<IfIndex>,
+        ip: &[u8],
+        kind: V6Err,
+    ) {
         if let Some(p) = self.build_icmp6(in_if, ip, kind) {
             self.stats.icmp_errors_out += 1;
             self.ip_output(ifs, p, Origin::Local);
@@ -134,7 +146,8 @@ impl Inet {
                 return None;
             }
         }
-        let IpAddress::Ipv4(src) = self.error_source(in_if, IpAddress::Ipv4(header.src_addr))? else {
+        let IpAddress::Ipv4(src) = self.error_source(in_if, IpAddress::Ipv4(header.src_addr))?
+        else {
             return None;
         };
         let room = V4_ERR_MAX - 20 - 8 - usize::from(orig.header_len());
@@ -145,7 +158,11 @@ impl Inet {
                 header,
                 data,
             },
-            V4Err::Unreachable(reason) => Icmpv4Repr::DstUnreachable { reason, header, data },
+            V4Err::Unreachable(reason) => Icmpv4Repr::DstUnreachable {
+                reason,
+                header,
+                data,
+            },
             V4Err::NeedFrag(_) => Icmpv4Repr::DstUnreachable {
                 reason: Icmpv4DstUnreachable::FragRequired,
                 header,
@@ -190,7 +207,8 @@ impl Inet {
                 return None;
             }
         }
-        let IpAddress::Ipv6(src) = self.error_source(in_if, IpAddress::Ipv6(header.src_addr))? else {
+        let IpAddress::Ipv6(src) = self.error_source(in_if, IpAddress::Ipv6(header.src_addr))?
+        else {
             return None;
         };
         let room = V6_ERR_MAX - 40 - 8 - 40;
@@ -209,6 +227,9 @@ impl Inet {
             V6Err::TooBig(mtu) => Icmpv6Repr::PktTooBig { mtu, header, data },
         };
         let frame = self.icmpv6_frame(src, header.src_addr, self.tunables.ip_ttl, &icmp);
-        Some(Pkt { buf: frame, off: HEADROOM })
+        Some(Pkt {
+            buf: frame,
+            off: HEADROOM,
+        })
     }
 }

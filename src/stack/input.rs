@@ -19,8 +19,12 @@ impl Inet {
         let mut frames = Vec::new();
         let indexes: Vec<IfIndex> = ifs.iter().map(|i| i.index()).collect();
         for idx in indexes {
-            let Some(ifp) = ifs.get_mut(idx) else { continue };
-            let Some(rx) = ifp.rx_wire().cloned() else { continue };
+            let Some(ifp) = ifs.get_mut(idx) else {
+                continue;
+            };
+            let Some(rx) = ifp.rx_wire().cloned() else {
+                continue;
+            };
             if let Some(next) = rx.recv_due(self.now, &mut frames) {
                 self.next_arrival = Some(self.next_arrival.map_or(next, |n| n.min(next)));
             }
@@ -54,8 +58,22 @@ impl Inet {
         }
         match ethertype {
             EthernetProtocol::Arp => self.arp_input(ifs, ifindex, &frame[ETHERNET_HEADER_LEN..]),
-            EthernetProtocol::Ipv4 => self.ip4_input(ifs, ifindex, Pkt { buf: frame, off: ETHERNET_HEADER_LEN }),
-            EthernetProtocol::Ipv6 => self.ip6_input(ifs, ifindex, Pkt { buf: frame, off: ETHERNET_HEADER_LEN }),
+            EthernetProtocol::Ipv4 => self.ip4_input(
+                ifs,
+                ifindex,
+                Pkt {
+                    buf: frame,
+                    off: ETHERNET_HEADER_LEN,
+                },
+            ),
+            EthernetProtocol::Ipv6 => self.ip6_input(
+                ifs,
+                ifindex,
+                Pkt {
+                    buf: frame,
+                    off: ETHERNET_HEADER_LEN,
+                },
+            ),
             _ => {
                 self.stats.eth_in_unknown_proto += 1;
                 self.if_drop(ifs, ifindex);
@@ -100,7 +118,9 @@ impl Inet {
             }
         }
         if for_us && operation == ArpOperation::Request {
-            let Some(mac) = ifs.get(ifindex).map(|i| i.mac()) else { return };
+            let Some(mac) = ifs.get(ifindex).map(|i| i.mac()) else {
+                return;
+            };
             let reply = ArpRepr::EthernetIpv4 {
                 operation: ArpOperation::Reply,
                 source_hardware_addr: mac,
@@ -109,9 +129,15 @@ impl Inet {
                 target_protocol_addr: spa,
             };
             let mut frame = vec![0u8; ETHERNET_HEADER_LEN + reply.buffer_len()];
-            reply.emit(&mut ArpPacket::new_unchecked(&mut frame[ETHERNET_HEADER_LEN..]));
+            reply.emit(&mut ArpPacket::new_unchecked(
+                &mut frame[ETHERNET_HEADER_LEN..],
+            ));
             self.stats.arp_replies_out += 1;
-            let dst = if sha.is_unicast() { sha } else { EthernetAddress::BROADCAST };
+            let dst = if sha.is_unicast() {
+                sha
+            } else {
+                EthernetAddress::BROADCAST
+            };
             self.send_frame(ifs, ifindex, dst, EthernetProtocol::Arp, frame);
         }
     }
@@ -217,7 +243,8 @@ impl Inet {
                 // Only touch segments whose checksum is right, so a
                 // corrupted one is still refused by TCP.
                 let ok = self.dev.offload
-                    || TcpPacket::new_checked(&ip[hdr..]).is_ok_and(|t| t.verify_checksum(&src, &dst));
+                    || TcpPacket::new_checked(&ip[hdr..])
+                        .is_ok_and(|t| t.verify_checksum(&src, &dst));
                 if ok && clamp_tcp_mss(&mut ip[hdr..], limit, &src, &dst, !self.dev.offload) {
                     self.stats.tcp_mss_clamped += 1;
                 }
@@ -238,9 +265,13 @@ impl Inet {
         dst: Ipv6Address,
     ) -> bool {
         let ip = pkt.ip();
-        let Ok(v6) = Ipv6Packet::new_checked(ip) else { return false };
+        let Ok(v6) = Ipv6Packet::new_checked(ip) else {
+            return false;
+        };
         let payload = v6.payload();
-        let Ok(icmp) = Icmpv6Packet::new_checked(payload) else { return false };
+        let Ok(icmp) = Icmpv6Packet::new_checked(payload) else {
+            return false;
+        };
         if !(133..=137).contains(&u8::from(icmp.msg_type())) {
             return false;
         }
@@ -261,23 +292,36 @@ impl Inet {
             _ => None,
         };
         match nd {
-            NdiscRepr::NeighborSolicit { target_addr, lladdr } => {
+            NdiscRepr::NeighborSolicit {
+                target_addr,
+                lladdr,
+            } => {
                 let for_us = self.has_addr_on(ifindex, IpAddress::Ipv6(target_addr));
                 let their_mac = mac_of(lladdr);
                 if let Some(m) = their_mac
                     && !src.is_unspecified()
                 {
-                    let held = self.nbr.learn(ifindex, IpAddress::Ipv6(src), m, self.now, age, for_us);
+                    let held =
+                        self.nbr
+                            .learn(ifindex, IpAddress::Ipv6(src), m, self.now, age, for_us);
                     for f in held {
                         self.send_frame(ifs, ifindex, m, EthernetProtocol::Ipv6, f);
                     }
                 }
                 if for_us {
-                    let Some(mac) = ifs.get(ifindex).map(|i| i.mac()) else { return true };
+                    let Some(mac) = ifs.get(ifindex).map(|i| i.mac()) else {
+                        return true;
+                    };
                     let (to, flags) = if src.is_unspecified() {
-                        (smoltcp::wire::IPV6_LINK_LOCAL_ALL_NODES, NdiscNeighborFlags::OVERRIDE)
+                        (
+                            smoltcp::wire::IPV6_LINK_LOCAL_ALL_NODES,
+                            NdiscNeighborFlags::OVERRIDE,
+                        )
                     } else {
-                        (src, NdiscNeighborFlags::SOLICITED | NdiscNeighborFlags::OVERRIDE)
+                        (
+                            src,
+                            NdiscNeighborFlags::SOLICITED | NdiscNeighborFlags::OVERRIDE,
+                        )
                     };
                     let na = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
                         flags,
@@ -297,12 +341,19 @@ impl Inet {
                 }
             }
             NdiscRepr::NeighborAdvert {
-                target_addr, lladdr, ..
+                target_addr,
+                lladdr,
+                ..
             } => {
                 if let Some(m) = mac_of(lladdr) {
-                    let held = self
-                        .nbr
-                        .learn(ifindex, IpAddress::Ipv6(target_addr), m, self.now, age, false);
+                    let held = self.nbr.learn(
+                        ifindex,
+                        IpAddress::Ipv6(target_addr),
+                        m,
+                        self.now,
+                        age,
+                        false,
+                    );
                     for f in held {
                         self.send_frame(ifs, ifindex, m, EthernetProtocol::Ipv6, f);
                     }

@@ -49,7 +49,9 @@ use smoltcp::wire::{
 };
 
 use crate::ifnet::{IfError, IfIndex, IfnetTable};
-use crate::vnet::{self, CurVnetError, InitCx, PerVnet, SysInitOrder, TeardownCx, VnetId, VnetVars};
+use crate::vnet::{
+    self, CurVnetError, InitCx, PerVnet, SysInitOrder, TeardownCx, VnetId, VnetVars,
+};
 
 use device::{Pkt, RoutingDevice};
 use neighbor::NeighborCache;
@@ -225,9 +227,7 @@ pub enum ConfigError {
 
 fn usable_unicast(a: IpAddress) -> bool {
     match a {
-        IpAddress::Ipv4(a) => {
-            !a.is_unspecified() && !a.is_broadcast() && !a.is_multicast()
-        }
+        IpAddress::Ipv4(a) => !a.is_unspecified() && !a.is_broadcast() && !a.is_multicast(),
         IpAddress::Ipv6(a) => !a.is_unspecified() && !a.is_multicast(),
     }
 }
@@ -339,9 +339,9 @@ impl Inet {
             .into_iter()
             .filter(|r| {
                 r.kind == RouteKind::Connected
-                    && addrs.iter().any(|a| {
-                        a.ifindex == r.ifindex && route::network(a.cidr) == r.dst
-                    })
+                    && addrs
+                        .iter()
+                        .any(|a| a.ifindex == r.ifindex && route::network(a.cidr) == r.dst)
             })
             .collect();
         self.routes.retain(|r| match r.kind {
@@ -375,7 +375,9 @@ impl Inet {
         let mut rounds = 0;
         loop {
             self.ingress();
-            while self.iface.poll_egress(now, &mut self.dev, &mut self.sockets)
+            while self
+                .iface
+                .poll_egress(now, &mut self.dev, &mut self.sockets)
                 != smoltcp::iface::PollResult::None
             {}
             self.route_tx(ifs);
@@ -498,7 +500,11 @@ pub fn addrs() -> Result<Vec<(String, IpCidr)>, ConfigError> {
 ///
 /// # Errors
 /// See [`ConfigError`]; nothing changes on error.
-pub fn route_add(dst: IpCidr, gateway: Option<IpAddress>, dev: Option<&str>) -> Result<(), ConfigError> {
+pub fn route_add(
+    dst: IpCidr,
+    gateway: Option<IpAddress>,
+    dev: Option<&str>,
+) -> Result<(), ConfigError> {
     with_stack(|ifs, inet| {
         let dev_idx = dev.map(|d| ifs.index_of(d)).transpose()?;
         if let Some(gw) = gateway {
@@ -519,7 +525,9 @@ pub fn route_add(dst: IpCidr, gateway: Option<IpAddress>, dev: Option<&str>) -> 
                     .routes
                     .routes()
                     .into_iter()
-                    .filter(|r| r.kind == RouteKind::Connected && idx.is_none_or(|i| i == r.ifindex))
+                    .filter(|r| {
+                        r.kind == RouteKind::Connected && idx.is_none_or(|i| i == r.ifindex)
+                    })
                     .filter(|r| r.dst.contains_addr(&gw))
                     .max_by_key(|r| r.dst.prefix_len());
                 on_link.ok_or(ConfigError::GatewayUnreachable(gw))?.ifindex

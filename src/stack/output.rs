@@ -6,9 +6,9 @@ use smoltcp::wire::{
     Ipv6Address, Ipv6Packet, Ipv6Repr, NdiscRepr, TcpPacket,
 };
 
+use super::Inet;
 use super::device::{HEADROOM, Pkt};
 use super::neighbor::Lookup;
-use super::Inet;
 use crate::ifnet::{IfIndex, IfnetTable};
 
 /// Who made a packet: this vnet's sockets, or another host (forwarding).
@@ -135,7 +135,13 @@ impl Inet {
         self.resolve_and_send(ifs, ifindex, nexthop, pkt);
     }
 
-    fn resolve_and_send(&mut self, ifs: &mut IfnetTable, ifindex: IfIndex, nexthop: IpAddress, pkt: Pkt) {
+    fn resolve_and_send(
+        &mut self,
+        ifs: &mut IfnetTable,
+        ifindex: IfIndex,
+        nexthop: IpAddress,
+        pkt: Pkt,
+    ) {
         let ethertype = match nexthop {
             IpAddress::Ipv4(_) => EthernetProtocol::Ipv4,
             IpAddress::Ipv6(_) => EthernetProtocol::Ipv6,
@@ -154,7 +160,9 @@ impl Inet {
             return;
         }
         let mut dropped = 0;
-        let (what, frame) = self.nbr.resolve(ifindex, nexthop, frame, self.now, &mut dropped);
+        let (what, frame) = self
+            .nbr
+            .resolve(ifindex, nexthop, frame, self.now, &mut dropped);
         self.stats.neighbor_hold_drops += dropped;
         match what {
             Lookup::Found(mac) => {
@@ -250,7 +258,9 @@ impl Inet {
                     target_protocol_addr: t,
                 };
                 let mut frame = vec![0u8; ETHERNET_HEADER_LEN + repr.buffer_len()];
-                repr.emit(&mut ArpPacket::new_unchecked(&mut frame[ETHERNET_HEADER_LEN..]));
+                repr.emit(&mut ArpPacket::new_unchecked(
+                    &mut frame[ETHERNET_HEADER_LEN..],
+                ));
                 self.stats.arp_requests_out += 1;
                 let dst = known.unwrap_or(EthernetAddress::BROADCAST);
                 self.send_frame(ifs, ifindex, dst, EthernetProtocol::Arp, frame);
@@ -259,7 +269,11 @@ impl Inet {
                 let Some(IpAddress::Ipv6(src)) = self.source_for(ifindex, target) else {
                     return;
                 };
-                let dst_ip = if known.is_some() { t } else { solicited_node(t) };
+                let dst_ip = if known.is_some() {
+                    t
+                } else {
+                    solicited_node(t)
+                };
                 let icmp = Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
                     target_addr: t,
                     lladdr: Some(mac.into()),
@@ -305,7 +319,9 @@ impl Inet {
     fn clamp_mss(&self, ip: &mut [u8], mtu: usize) -> bool {
         let (hdr, src, dst) = match ip.first().map(|b| b >> 4) {
             Some(4) => {
-                let Ok(p) = Ipv4Packet::new_checked(&*ip) else { return false };
+                let Ok(p) = Ipv4Packet::new_checked(&*ip) else {
+                    return false;
+                };
                 if p.next_header() != IpProtocol::Tcp || p.frag_offset() != 0 {
                     return false;
                 }
@@ -316,11 +332,17 @@ impl Inet {
                 )
             }
             Some(6) => {
-                let Ok(p) = Ipv6Packet::new_checked(&*ip) else { return false };
+                let Ok(p) = Ipv6Packet::new_checked(&*ip) else {
+                    return false;
+                };
                 if p.next_header() != IpProtocol::Tcp {
                     return false;
                 }
-                (40, IpAddress::Ipv6(p.src_addr()), IpAddress::Ipv6(p.dst_addr()))
+                (
+                    40,
+                    IpAddress::Ipv6(p.src_addr()),
+                    IpAddress::Ipv6(p.dst_addr()),
+                )
             }
             _ => return false,
         };

@@ -60,7 +60,8 @@ impl PortTable {
     fn conflicts(&self, proto: Proto, port: u16, addr: Option<IpAddress>, reuse: bool) -> bool {
         self.map.get(&(proto, port)).is_some_and(|bs| {
             bs.iter().any(|b| {
-                overlap(b.addr, addr) && !(reuse && b.reuse && !(proto == Proto::Tcp && b.listening))
+                overlap(b.addr, addr)
+                    && !(reuse && b.reuse && !(proto == Proto::Tcp && b.listening))
             })
         })
     }
@@ -111,7 +112,10 @@ impl PortTable {
     /// [`BindError::InUse`] if another socket listens on an overlapping
     /// address of the same port.
     pub fn listen(&mut self, port: u16, owner: SocketId) -> Result<(), BindError> {
-        let bs = self.map.get_mut(&(Proto::Tcp, port)).ok_or(BindError::InUse)?;
+        let bs = self
+            .map
+            .get_mut(&(Proto::Tcp, port))
+            .ok_or(BindError::InUse)?;
         let me = bs
             .iter()
             .find(|b| b.owner == owner)
@@ -173,13 +177,15 @@ mod tests {
     fn second_bind_on_same_port_is_addr_in_use() {
         let mut t = PortTable::default();
         let r = (49152, 65535);
-        t.bind(Proto::Tcp, None, 80, false, SocketId(1), r, &mut rng()).unwrap();
+        t.bind(Proto::Tcp, None, 80, false, SocketId(1), r, &mut rng())
+            .unwrap();
         assert_eq!(
             t.bind(Proto::Tcp, None, 80, false, SocketId(2), r, &mut rng()),
             Err(BindError::InUse)
         );
         // UDP has its own table.
-        t.bind(Proto::Udp, None, 80, false, SocketId(3), r, &mut rng()).unwrap();
+        t.bind(Proto::Udp, None, 80, false, SocketId(3), r, &mut rng())
+            .unwrap();
     }
 
     #[test]
@@ -188,8 +194,10 @@ mod tests {
         let r = (49152, 65535);
         let a = Some("10.0.0.1".parse().unwrap());
         let b = Some("10.0.0.2".parse().unwrap());
-        t.bind(Proto::Tcp, a, 80, false, SocketId(1), r, &mut rng()).unwrap();
-        t.bind(Proto::Tcp, b, 80, false, SocketId(2), r, &mut rng()).unwrap();
+        t.bind(Proto::Tcp, a, 80, false, SocketId(1), r, &mut rng())
+            .unwrap();
+        t.bind(Proto::Tcp, b, 80, false, SocketId(2), r, &mut rng())
+            .unwrap();
         assert_eq!(
             t.bind(Proto::Tcp, None, 80, false, SocketId(3), r, &mut rng()),
             Err(BindError::InUse)
@@ -200,8 +208,10 @@ mod tests {
     fn reuseaddr_shares_unless_someone_listens() {
         let mut t = PortTable::default();
         let r = (49152, 65535);
-        t.bind(Proto::Tcp, None, 80, true, SocketId(1), r, &mut rng()).unwrap();
-        t.bind(Proto::Tcp, None, 80, true, SocketId(2), r, &mut rng()).unwrap();
+        t.bind(Proto::Tcp, None, 80, true, SocketId(1), r, &mut rng())
+            .unwrap();
+        t.bind(Proto::Tcp, None, 80, true, SocketId(2), r, &mut rng())
+            .unwrap();
         t.listen(80, SocketId(1)).unwrap();
         assert_eq!(t.listen(80, SocketId(2)), Err(BindError::InUse));
         assert_eq!(
@@ -216,7 +226,9 @@ mod tests {
         let r = (60000, 60009);
         let mut got = Vec::new();
         for i in 0..10 {
-            let p = t.bind(Proto::Udp, None, 0, false, SocketId(i), r, &mut rng()).unwrap();
+            let p = t
+                .bind(Proto::Udp, None, 0, false, SocketId(i), r, &mut rng())
+                .unwrap();
             assert!((60000..=60009).contains(&p));
             got.push(p);
         }

@@ -39,11 +39,12 @@ pub fn network(cidr: IpCidr) -> IpCidr {
         IpCidr::Ipv6(c) => {
             let bits = u128::from_be_bytes(c.address().octets());
             let len = c.prefix_len();
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
-            IpCidr::Ipv6(Ipv6Cidr::new(
-                Ipv6Address::from_bits(bits & mask),
-                len,
-            ))
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(len))
+            };
+            IpCidr::Ipv6(Ipv6Cidr::new(Ipv6Address::from_bits(bits & mask), len))
         }
     }
 }
@@ -52,11 +53,19 @@ fn key(addr: IpAddress, len: u8) -> u128 {
     match addr {
         IpAddress::Ipv4(a) => {
             let b = u32::from_be_bytes(a.octets());
-            u128::from(if len == 0 { 0 } else { b & (u32::MAX << (32 - u32::from(len))) })
+            u128::from(if len == 0 {
+                0
+            } else {
+                b & (u32::MAX << (32 - u32::from(len)))
+            })
         }
         IpAddress::Ipv6(a) => {
             let b = u128::from_be_bytes(a.octets());
-            if len == 0 { 0 } else { b & (u128::MAX << (128 - u32::from(len))) }
+            if len == 0 {
+                0
+            } else {
+                b & (u128::MAX << (128 - u32::from(len)))
+            }
         }
     }
 }
@@ -236,8 +245,18 @@ mod tests {
         t.insert(r("2001:db8::/32", 1));
         t.insert(r("2001:db8:1::/48", 2));
         let ok = |_: &Route| true;
-        assert_eq!(t.lookup("2001:db8:1::5".parse().unwrap(), &ok).unwrap().ifindex, 2);
-        assert_eq!(t.lookup("2001:db8:2::5".parse().unwrap(), &ok).unwrap().ifindex, 1);
+        assert_eq!(
+            t.lookup("2001:db8:1::5".parse().unwrap(), &ok)
+                .unwrap()
+                .ifindex,
+            2
+        );
+        assert_eq!(
+            t.lookup("2001:db8:2::5".parse().unwrap(), &ok)
+                .unwrap()
+                .ifindex,
+            1
+        );
         assert!(t.lookup("2001:db9::1".parse().unwrap(), &ok).is_none());
     }
 

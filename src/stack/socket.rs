@@ -217,7 +217,13 @@ impl Inet {
     /// its pool, while fewer than `backlog` connections wait for accept.
     pub(super) fn make_room(&mut self, id: SocketId) -> bool {
         let Some(Entry {
-            kind: Kind::Listener { port, addr, backlog, pool },
+            kind:
+                Kind::Listener {
+                    port,
+                    addr,
+                    backlog,
+                    pool,
+                },
             ..
         }) = self.socks.map.get(&id)
         else {
@@ -330,7 +336,9 @@ impl Inet {
 
     /// Removes a socket and its port binding at once.
     fn free(&mut self, id: SocketId) {
-        let Some(e) = self.socks.map.remove(&id) else { return };
+        let Some(e) = self.socks.map.remove(&id) else {
+            return;
+        };
         match e.kind {
             Kind::Listener { port, pool, .. } => {
                 for h in pool {
@@ -367,7 +375,10 @@ impl Inet {
             };
             for h in hs {
                 let s = self.sockets.get_mut::<tcp::Socket>(h);
-                if !matches!(s.state(), tcp::State::Closed | tcp::State::Listen | tcp::State::TimeWait) {
+                if !matches!(
+                    s.state(),
+                    tcp::State::Closed | tcp::State::Listen | tcp::State::TimeWait
+                ) {
                     resets += 1;
                 }
                 s.abort();
@@ -395,14 +406,25 @@ impl Inet {
         }
     }
 
-    fn tcp_listen(&mut self, local: SocketAddr, backlog: usize, reuse: bool) -> Result<SocketId, SockError> {
+    fn tcp_listen(
+        &mut self,
+        local: SocketAddr,
+        backlog: usize,
+        reuse: bool,
+    ) -> Result<SocketId, SockError> {
         let addr = listen_addr(local.ip());
         self.check_local(addr)?;
         let id = self.alloc_id()?;
         let range = self.port_range();
-        let port = self
-            .ports
-            .bind(Proto::Tcp, addr, local.port(), reuse, id, range, &mut self.rng)?;
+        let port = self.ports.bind(
+            Proto::Tcp,
+            addr,
+            local.port(),
+            reuse,
+            id,
+            range,
+            &mut self.rng,
+        )?;
         if let Err(e) = self.ports.listen(port, id) {
             self.ports.release(Proto::Tcp, port, id);
             return Err(e.into());
@@ -442,7 +464,10 @@ impl Inet {
         };
         let h = pool.remove(pos);
         let s = self.sockets.get::<tcp::Socket>(h);
-        let peer = s.remote_endpoint().map(to_std).ok_or(SockError::NotConnected)?;
+        let peer = s
+            .remote_endpoint()
+            .map(to_std)
+            .ok_or(SockError::NotConnected)?;
         let st = s.state();
         self.socks.map.insert(
             new_id,
@@ -470,11 +495,20 @@ impl Inet {
         if self.is_local(dst) || Self::is_loopback_dst(dst) {
             return Ok(dst);
         }
-        let r = self.routes.lookup(dst, &|_| true).ok_or(SockError::NetUnreachable)?;
-        self.source_for(r.ifindex, dst).ok_or(SockError::AddrNotAvailable)
+        let r = self
+            .routes
+            .lookup(dst, &|_| true)
+            .ok_or(SockError::NetUnreachable)?;
+        self.source_for(r.ifindex, dst)
+            .ok_or(SockError::AddrNotAvailable)
     }
 
-    fn tcp_connect(&mut self, remote: SocketAddr, local: Option<SocketAddr>, reuse: bool) -> Result<SocketId, SockError> {
+    fn tcp_connect(
+        &mut self,
+        remote: SocketAddr,
+        local: Option<SocketAddr>,
+        reuse: bool,
+    ) -> Result<SocketId, SockError> {
         let dst = to_ip(remote.ip());
         if remote.port() == 0 || remote.ip().is_unspecified() || remote.ip().is_multicast() {
             return Err(SockError::InvalidInput);
@@ -527,12 +561,14 @@ impl Inet {
         Ok(id)
     }
 
-    fn tcp_mut(&mut self, id: SocketId) -> Result<(&mut TcpTrack, &mut tcp::Socket<'static>), SockError> {
-        let Entry { kind: Kind::Tcp(t), closed: false } = self
-            .socks
-            .map
-            .get_mut(&id)
-            .ok_or(SockError::BadSocket)?
+    fn tcp_mut(
+        &mut self,
+        id: SocketId,
+    ) -> Result<(&mut TcpTrack, &mut tcp::Socket<'static>), SockError> {
+        let Entry {
+            kind: Kind::Tcp(t),
+            closed: false,
+        } = self.socks.map.get_mut(&id).ok_or(SockError::BadSocket)?
         else {
             return Err(SockError::BadSocket);
         };
@@ -575,7 +611,9 @@ impl Inet {
         match s.state() {
             tcp::State::SynSent | tcp::State::SynReceived => Err(SockError::WouldBlock),
             _ if s.may_recv() => Err(SockError::WouldBlock),
-            tcp::State::Closed if t.last == tcp::State::Closed && t.connecting => Err(SockError::NotConnected),
+            tcp::State::Closed if t.last == tcp::State::Closed && t.connecting => {
+                Err(SockError::NotConnected)
+            }
             _ => Ok(0),
         }
     }
@@ -686,7 +724,9 @@ impl Inet {
 
     fn peer_addr(&mut self, id: SocketId) -> Result<SocketAddr, SockError> {
         let (_, s) = self.tcp_mut(id)?;
-        s.remote_endpoint().map(to_std).ok_or(SockError::NotConnected)
+        s.remote_endpoint()
+            .map(to_std)
+            .ok_or(SockError::NotConnected)
     }
 
     fn udp_bind(&mut self, local: SocketAddr, reuse: bool) -> Result<SocketId, SockError> {
@@ -694,11 +734,20 @@ impl Inet {
         self.check_local(addr)?;
         let id = self.alloc_id()?;
         let range = self.port_range();
-        let port = self
-            .ports
-            .bind(Proto::Udp, addr, local.port(), reuse, id, range, &mut self.rng)?;
+        let port = self.ports.bind(
+            Proto::Udp,
+            addr,
+            local.port(),
+            reuse,
+            id,
+            range,
+            &mut self.rng,
+        )?;
         let n = (self.tunables.udp_recvspace / 512).max(4);
-        let rx = udp::PacketBuffer::new(vec![PacketMetadata::EMPTY; n], vec![0u8; self.tunables.udp_recvspace]);
+        let rx = udp::PacketBuffer::new(
+            vec![PacketMetadata::EMPTY; n],
+            vec![0u8; self.tunables.udp_recvspace],
+        );
         let tx = udp::PacketBuffer::new(vec![PacketMetadata::EMPTY; 64], vec![0u8; 256 * 1024]);
         let mut s = udp::Socket::new(rx, tx);
         s.set_hop_limit(Some(self.tunables.ip_ttl));
@@ -707,11 +756,22 @@ impl Inet {
             return Err(SockError::InvalidInput);
         }
         let h = self.sockets.add(s);
-        self.socks.map.insert(id, Entry { kind: Kind::Udp { h, port }, closed: false });
+        self.socks.map.insert(
+            id,
+            Entry {
+                kind: Kind::Udp { h, port },
+                closed: false,
+            },
+        );
         Ok(id)
     }
 
-    fn udp_send_to(&mut self, id: SocketId, data: &[u8], dst: SocketAddr) -> Result<usize, SockError> {
+    fn udp_send_to(
+        &mut self,
+        id: SocketId,
+        data: &[u8],
+        dst: SocketAddr,
+    ) -> Result<usize, SockError> {
         let dst_ip = to_ip(dst.ip());
         let Kind::Udp { h, .. } = self.entry(id)?.kind else {
             return Err(SockError::InvalidInput);
@@ -729,7 +789,11 @@ impl Inet {
             local_address: Some(src),
             meta: Default::default(),
         };
-        match self.sockets.get_mut::<udp::Socket>(h).send_slice(data, meta) {
+        match self
+            .sockets
+            .get_mut::<udp::Socket>(h)
+            .send_slice(data, meta)
+        {
             Ok(()) => {
                 self.stats.udp_out += 1;
                 Ok(data.len())
@@ -739,7 +803,11 @@ impl Inet {
         }
     }
 
-    fn udp_recv_from(&mut self, id: SocketId, buf: &mut [u8]) -> Result<(usize, SocketAddr), SockError> {
+    fn udp_recv_from(
+        &mut self,
+        id: SocketId,
+        buf: &mut [u8],
+    ) -> Result<(usize, SocketAddr), SockError> {
         let Kind::Udp { h, .. } = self.entry(id)?.kind else {
             return Err(SockError::InvalidInput);
         };
@@ -755,13 +823,22 @@ impl Inet {
 
     fn icmp_open(&mut self, ident: u16) -> Result<SocketId, SockError> {
         let id = self.alloc_id()?;
-        let rx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 16], vec![0u8; 16 * 1024]);
-        let tx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 16], vec![0u8; 16 * 1024]);
+        let rx =
+            icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 16], vec![0u8; 16 * 1024]);
+        let tx =
+            icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 16], vec![0u8; 16 * 1024]);
         let mut s = icmp::Socket::new(rx, tx);
         s.set_hop_limit(Some(self.tunables.ip_ttl));
-        s.bind(icmp::Endpoint::Ident(ident)).map_err(|_| SockError::InvalidInput)?;
+        s.bind(icmp::Endpoint::Ident(ident))
+            .map_err(|_| SockError::InvalidInput)?;
         let h = self.sockets.add(s);
-        self.socks.map.insert(id, Entry { kind: Kind::Icmp { h }, closed: false });
+        self.socks.map.insert(
+            id,
+            Entry {
+                kind: Kind::Icmp { h },
+                closed: false,
+            },
+        );
         Ok(id)
     }
 
@@ -796,7 +873,13 @@ impl Inet {
         let version = if v6 { IpVersion::Ipv6 } else { IpVersion::Ipv4 };
         let s = raw::Socket::new(Some(version), Some(IpProtocol::from(proto)), rx, tx);
         let h = self.sockets.add(s);
-        self.socks.map.insert(id, Entry { kind: Kind::Raw { h }, closed: false });
+        self.socks.map.insert(
+            id,
+            Entry {
+                kind: Kind::Raw { h },
+                closed: false,
+            },
+        );
         Ok(id)
     }
 
@@ -843,7 +926,11 @@ fn on<R>(f: impl FnOnce(&mut Inet) -> Result<R, SockError>) -> Result<R, SockErr
 ///
 /// # Errors
 /// `AddrInUse`, `AddrNotAvailable` (not our address), `NoBufs`.
-pub fn tcp_listen(local: SocketAddr, backlog: usize, reuse_addr: bool) -> Result<SocketId, SockError> {
+pub fn tcp_listen(
+    local: SocketAddr,
+    backlog: usize,
+    reuse_addr: bool,
+) -> Result<SocketId, SockError> {
     on(|i| i.tcp_listen(local, backlog, reuse_addr))
 }
 

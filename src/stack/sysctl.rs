@@ -119,18 +119,105 @@ macro_rules! tunable {
 
 /// Every tunable, in listing order.
 pub static TUNABLES: &[Tunable] = &[
-    tunable!("net.inet.ip.forwarding", "forward IPv4 packets between interfaces", bool, ip_forwarding),
-    tunable!("net.inet6.ip6.forwarding", "forward IPv6 packets between interfaces", bool, ip6_forwarding),
-    tunable!("net.inet.ip.ttl", "TTL of packets this vnet originates", "1 to 255", ip_ttl, u8, 1, 255),
-    tunable!("net.inet.ip.portrange.first", "lowest ephemeral port", "1024 to 65535", port_first, u16, 1024, 65535),
-    tunable!("net.inet.ip.portrange.last", "highest ephemeral port", "1024 to 65535", port_last, u16, 1024, 65535),
-    tunable!("net.inet.tcp.sendspace", "TCP send buffer in bytes", "1024 to 67108864", tcp_sendspace, usize, 1024, 64 << 20),
-    tunable!("net.inet.tcp.recvspace", "TCP receive buffer in bytes", "1024 to 67108864", tcp_recvspace, usize, 1024, 64 << 20),
-    tunable!("net.inet.tcp.keepinit", "TCP connect timeout in milliseconds", "100 to 3600000", tcp_keepinit_ms, u64, 100, 3_600_000),
-    tunable!("net.inet.udp.recvspace", "UDP receive buffer in bytes", "2048 to 67108864", udp_recvspace, usize, 2048, 64 << 20),
-    tunable!("kern.ipc.maxsockets", "most sockets this vnet may hold", "1 to 1048576", max_sockets, usize, 1, 1 << 20),
-    tunable!("net.link.ether.inet.max_age", "neighbor cache entry lifetime in seconds", "1 to 86400", neighbor_max_age_s, u64, 1, 86_400),
-    tunable!("net.inet.icmp.errors", "send ICMP errors (time exceeded, unreachable)", bool, icmp_errors),
+    tunable!(
+        "net.inet.ip.forwarding",
+        "forward IPv4 packets between interfaces",
+        bool,
+        ip_forwarding
+    ),
+    tunable!(
+        "net.inet6.ip6.forwarding",
+        "forward IPv6 packets between interfaces",
+        bool,
+        ip6_forwarding
+    ),
+    tunable!(
+        "net.inet.ip.ttl",
+        "TTL of packets this vnet originates",
+        "1 to 255",
+        ip_ttl,
+        u8,
+        1,
+        255
+    ),
+    tunable!(
+        "net.inet.ip.portrange.first",
+        "lowest ephemeral port",
+        "1024 to 65535",
+        port_first,
+        u16,
+        1024,
+        65535
+    ),
+    tunable!(
+        "net.inet.ip.portrange.last",
+        "highest ephemeral port",
+        "1024 to 65535",
+        port_last,
+        u16,
+        1024,
+        65535
+    ),
+    tunable!(
+        "net.inet.tcp.sendspace",
+        "TCP send buffer in bytes",
+        "1024 to 67108864",
+        tcp_sendspace,
+        usize,
+        1024,
+        64 << 20
+    ),
+    tunable!(
+        "net.inet.tcp.recvspace",
+        "TCP receive buffer in bytes",
+        "1024 to 67108864",
+        tcp_recvspace,
+        usize,
+        1024,
+        64 << 20
+    ),
+    tunable!(
+        "net.inet.tcp.keepinit",
+        "TCP connect timeout in milliseconds",
+        "100 to 3600000",
+        tcp_keepinit_ms,
+        u64,
+        100,
+        3_600_000
+    ),
+    tunable!(
+        "net.inet.udp.recvspace",
+        "UDP receive buffer in bytes",
+        "2048 to 67108864",
+        udp_recvspace,
+        usize,
+        2048,
+        64 << 20
+    ),
+    tunable!(
+        "kern.ipc.maxsockets",
+        "most sockets this vnet may hold",
+        "1 to 1048576",
+        max_sockets,
+        usize,
+        1,
+        1 << 20
+    ),
+    tunable!(
+        "net.link.ether.inet.max_age",
+        "neighbor cache entry lifetime in seconds",
+        "1 to 86400",
+        neighbor_max_age_s,
+        u64,
+        1,
+        86_400
+    ),
+    tunable!(
+        "net.inet.icmp.errors",
+        "send ICMP errors (time exceeded, unreachable)",
+        bool,
+        icmp_errors
+    ),
 ];
 
 fn find(name: &str) -> Result<&'static Tunable, SysctlError> {

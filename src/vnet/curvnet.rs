@@ -12,7 +12,9 @@ use super::sysinit::{PerVnet, VnetVars};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CurVnetError {
     /// Called outside any vnet scope.
-    #[error("no current vnet: this code must run inside a vnet scope (CurVnet::set or Vnet::enter)")]
+    #[error(
+        "no current vnet: this code must run inside a vnet scope (CurVnet::set or Vnet::enter)"
+    )]
     NoVnet,
     /// The thread-local is gone because the thread is exiting.
     #[error("the current-vnet context is gone: this thread is shutting down")]

@@ -133,7 +133,9 @@ pub struct VnetInfo {
 pub enum RegistryError {
     /// Names are 1 to 32 characters of letters, digits, `-`, `_`, `.`,
     /// not starting with `-`.
-    #[error("vnet name {0:?} is invalid: use 1 to 32 letters, digits, '-', '_' or '.', not starting with '-'")]
+    #[error(
+        "vnet name {0:?} is invalid: use 1 to 32 letters, digits, '-', '_' or '.', not starting with '-'"
+    )]
     BadName(String),
     /// A vnet with that name exists.
     #[error("vnet {0:?} already exists")]
@@ -145,7 +147,9 @@ pub enum RegistryError {
     #[error("vnet0 is the base vnet and cannot be destroyed")]
     Vnet0,
     /// It has children; destroy them first or destroy recursively.
-    #[error("vnet {name:?} has {children} child vnet(s); destroy them first or destroy recursively")]
+    #[error(
+        "vnet {name:?} has {children} child vnet(s); destroy them first or destroy recursively"
+    )]
     HasChildren {
         /// The vnet.
         name: String,
@@ -184,7 +188,9 @@ pub struct Registry {
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registry").field("vnets", &self.len()).finish()
+        f.debug_struct("Registry")
+            .field("vnets", &self.len())
+            .finish()
     }
 }
 

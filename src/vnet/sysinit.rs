@@ -85,7 +85,9 @@ pub struct VnetVars {
 
 impl fmt::Debug for VnetVars {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.entries.iter().map(|e| e.name)).finish()
+        f.debug_list()
+            .entries(self.entries.iter().map(|e| e.name))
+            .finish()
     }
 }
 

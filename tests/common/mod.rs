@@ -43,8 +43,10 @@ pub fn ping(sim: &mut Sim, from: &Arc<Vnet>, dst: IpAddr) -> Option<IpAddr> {
     let ident = 0x4242;
     let id = sim.with(from, || socket::icmp_open(ident)).unwrap();
     let v6 = dst.is_ipv6();
-    sim.with(from, || socket::icmp_send(id, &echo_request(v6, ident, 1, b"vnet-ping"), dst))
-        .unwrap();
+    sim.with(from, || {
+        socket::icmp_send(id, &echo_request(v6, ident, 1, b"vnet-ping"), dst)
+    })
+    .unwrap();
     let mut got = None;
     let _ = sim.run_until(Duration::from_secs(5), |s| {
         let mut buf = [0u8; 256];
@@ -112,7 +114,9 @@ pub fn tcp_flows(sim: &mut Sim, flows: &[Flow], timeout: Duration) -> Vec<Transf
             let lst = sim
                 .with(&f.server, || socket::tcp_listen(f.addr, 8, false))
                 .unwrap();
-            let c = sim.with(&f.client, || socket::tcp_connect(f.addr, None)).unwrap();
+            let c = sim
+                .with(&f.client, || socket::tcp_connect(f.addr, None))
+                .unwrap();
             St {
                 lst,
                 c,
@@ -132,7 +136,10 @@ pub fn tcp_flows(sim: &mut Sim, flows: &[Flow], timeout: Duration) -> Vec<Transf
                 continue;
             }
             if x.srv.is_none() {
-                x.srv = s.with(&f.server, || socket::tcp_accept(x.lst)).ok().map(|(id, _)| id);
+                x.srv = s
+                    .with(&f.server, || socket::tcp_accept(x.lst))
+                    .ok()
+                    .map(|(id, _)| id);
             }
             if x.sent < f.data.len() {
                 if let Ok(n) = s.with(&f.client, || socket::send(x.c, &f.data[x.sent..])) {
