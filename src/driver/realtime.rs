@@ -148,6 +148,14 @@ impl Realtime {
         worker.wake(v.id(), Instant::ZERO);
     }
 
+    /// Asks for `v` to be polled now (after calls into it from outside the
+    /// driver, such as a control request).
+    pub fn kick(&self, v: &Arc<Vnet>) {
+        if let Some(w) = self.shared.worker_of(v.id()) {
+            self.shared.workers[w].wake(v.id(), Instant::ZERO);
+        }
+    }
+
     /// Whether any application hook is still running.
     pub fn apps_running(&self) -> bool {
         self.shared.apps.load(Ordering::Acquire) > 0
