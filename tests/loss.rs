@@ -89,3 +89,26 @@ fn delay_is_applied_per_link() {
     );
     assert!(sim.with(&a, stack::stats).unwrap().ip_out >= 2);
 }
+
+#[test]
+fn the_step_cap_turns_endless_work_at_one_instant_into_an_error() {
+    let mut sim = Sim::new(55);
+    let (a, b) = pair(&mut sim, "a", "b", 0);
+    let addr = "10.0.0.2:9".parse().unwrap();
+    let l = sim
+        .with(&b, || vnet::stack::socket::tcp_listen(addr, 4, false))
+        .unwrap();
+    let _c = sim
+        .with(&a, || vnet::stack::socket::tcp_connect(addr, None))
+        .unwrap();
+    sim.set_step_cap(1);
+    assert_eq!(
+        sim.run_until_idle(),
+        Err(vnet::driver::sim::SimError::StepCap(1))
+    );
+    sim.set_step_cap(1000);
+    sim.run_until(Duration::from_secs(1), |s| {
+        s.with(&b, || vnet::stack::socket::tcp_accept(l)).is_ok()
+    })
+    .unwrap();
+}

@@ -244,7 +244,25 @@ fn run(s: &Shared, me: usize) {
                 let again = stack::poll(now);
                 (out, again)
             });
-            let (Ok(a), Ok(b)) = out else { continue };
+            let (Ok(a), Ok(b)) = out else {
+                // Destroyed: forget it and retire its hooks.
+                let mut g = worker.lock();
+                g.vnets.remove(&id);
+                g.due.remove(&id);
+                drop(g);
+                s.owner
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                apps.retain(|(owner, _)| {
+                    let keep = *owner != id;
+                    if !keep {
+                        s.apps.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    keep
+                });
+                continue;
+            };
             let has_app = apps.iter().any(|(o, _)| *o == id);
             for o in [a, b] {
                 for (peer, at) in o.wake {

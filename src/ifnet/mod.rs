@@ -398,11 +398,10 @@ pub fn epair(a: &Arc<Vnet>, a_name: &str, b: &Arc<Vnet>, b_name: &str) -> Result
     if Arc::ptr_eq(a, b) && a_name == b_name {
         return Err(IfError::Exists(b_name.to_string()));
     }
-    a.enter(|| vnet::with::<IfnetTable, _>(|t| t.check_new_name(a_name)))??;
-    b.enter(|| vnet::with::<IfnetTable, _>(|t| t.check_new_name(b_name)))??;
     let ab = Arc::new(Wire::new());
     let ba = Arc::new(Wire::new());
     let mk = |t: &mut IfnetTable, name: &str, tx: &Arc<Wire>, rx: &Arc<Wire>| {
+        t.check_new_name(name)?;
         let ifp = Ifnet {
             name: name.to_string(),
             index: 0,
@@ -416,10 +415,18 @@ pub fn epair(a: &Arc<Vnet>, a_name: &str, b: &Arc<Vnet>, b_name: &str) -> Result
             home: t.vnet,
             stats: IfStats::default(),
         };
-        t.attach(ifp)
+        Ok::<IfIndex, IfError>(t.attach(ifp))
     };
-    a.enter(|| vnet::with::<IfnetTable, _>(|t| mk(t, a_name, &ab, &ba)))?;
-    b.enter(|| vnet::with::<IfnetTable, _>(|t| mk(t, b_name, &ba, &ab)))?;
+    let a_idx = a.enter(|| vnet::with::<IfnetTable, _>(|t| mk(t, a_name, &ab, &ba)))??;
+    let b_end = b
+        .enter(|| vnet::with::<IfnetTable, _>(|t| mk(t, b_name, &ba, &ab)))
+        .map_err(IfError::from)
+        .and_then(|r| r);
+    if let Err(e) = b_end {
+        // Undo the first end so that nothing is half made.
+        let _ = a.enter(|| vnet::with::<IfnetTable, _>(|t| t.detach(a_idx)));
+        return Err(e);
+    }
     Ok(())
 }
 
@@ -516,13 +523,22 @@ pub fn vmove(from: &Arc<Vnet>, name: &str, to: &Arc<Vnet>) -> Result<(), IfError
         })
     })??;
     ifp.up = false;
-    let back = to.enter(|| vnet::with::<IfnetTable, _>(|t| t.adopt(ifp)))?;
-    if let Err(ifp) = back {
-        // Lost a race for the name: put it back where it was.
-        let name = ifp.name.clone();
-        from.enter(|| vnet::with::<IfnetTable, _>(|t| t.adopt(ifp).map(|_| ())))?
-            .map_err(|_| IfError::Exists(name.clone()))?;
-        return Err(IfError::Exists(name));
+    let mut slot = Some(ifp);
+    let placed = to.enter(|| {
+        vnet::with::<IfnetTable, _>(|t| match slot.take() {
+            Some(ifp) => t.adopt(ifp).map_err(|ifp| slot = Some(ifp)).is_ok(),
+            None => false,
+        })
+    });
+    if placed != Ok(true) {
+        // The target went away or took the name meanwhile: put it back.
+        if let Some(ifp) = slot {
+            let _ = from.enter(|| vnet::with::<IfnetTable, _>(|t| t.adopt(ifp).map(|_| ())));
+        }
+        return Err(match placed {
+            Err(e) => IfError::Vnet(e),
+            Ok(_) => IfError::Exists(name.to_string()),
+        });
     }
     log::debug!(
         "interface {name} moved from vnet {} to {}",

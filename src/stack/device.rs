@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 
-use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use smoltcp::wire::ETHERNET_HEADER_LEN;
 
@@ -53,25 +53,6 @@ pub struct RoutingDevice {
     pub rx: VecDeque<Pkt>,
     /// Packets this vnet's sockets sent, to be routed.
     pub tx: VecDeque<Pkt>,
-    /// Transport checksums are left to the interfaces (offload): packets that
-    /// never leave the process need none, the rest get them on the way out.
-    pub offload: bool,
-}
-
-impl RoutingDevice {
-    pub(super) fn caps(offload: bool) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ip;
-        caps.max_transmission_unit = DEVICE_MTU;
-        let mut ck = ChecksumCapabilities::default();
-        if offload {
-            ck.tcp = Checksum::None;
-            ck.udp = Checksum::None;
-        }
-        ck.ipv4 = Checksum::Both;
-        caps.checksum = ck;
-        caps
-    }
 }
 
 /// A received packet handed to smoltcp.
@@ -115,6 +96,12 @@ impl phy::Device for RoutingDevice {
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        Self::caps(self.offload)
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = DEVICE_MTU;
+        // Every checksum is computed and verified: frames may come from
+        // outside the process.
+        caps.checksum = ChecksumCapabilities::default();
+        caps
     }
 }

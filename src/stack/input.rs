@@ -4,7 +4,7 @@
 use smoltcp::phy::{ChecksumCapabilities, Medium};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, ETHERNET_HEADER_LEN, EthernetAddress, EthernetFrame,
-    EthernetProtocol, HardwareAddress, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr, IpProtocol,
+    EthernetProtocol, HardwareAddress, Icmpv6Packet, Icmpv6Repr, IpAddress, IpEndpoint, IpProtocol,
     Ipv4Packet, Ipv6Address, Ipv6Packet, NdiscNeighborFlags, NdiscRepr, TcpPacket,
 };
 
@@ -159,15 +159,25 @@ impl Inet {
             self.stats.ip_in_bad_src += 1;
             return;
         }
-        let local = self.is_local(IpAddress::Ipv4(dst))
-            || dst.is_broadcast()
-            || dst.is_multicast()
-            || self.addrs.iter().any(|a| {
-                a.ifindex == ifindex
-                    && matches!(a.cidr, IpCidr::Ipv4(c) if c.prefix_len() < 31 && c.broadcast() == Some(dst))
-            });
+        // 127/8 never comes from a wire.
+        if dst.is_loopback() {
+            self.stats.ip_in_hdr_errors += 1;
+            return;
+        }
+        let bcast_or_mcast =
+            dst.is_broadcast() || dst.is_multicast() || self.is_subnet_broadcast(ifindex, dst);
+        if bcast_or_mcast && Ipv4Packet::new_unchecked(pkt.ip()).next_header() == IpProtocol::Tcp {
+            // TCP is unicast only; a SYN to a broadcast address would take a
+            // backlog slot and be answered from a broadcast source.
+            self.stats.ip_in_hdr_errors += 1;
+            return;
+        }
+        let local = self.is_local(IpAddress::Ipv4(dst)) || bcast_or_mcast;
         if local {
             self.deliver(ifs, ifindex, pkt);
+        } else if src.is_unspecified() || src.is_link_local() || dst.is_link_local() {
+            // Not forwardable (RFC 3927, RFC 1122).
+            self.stats.ip_in_not_forwarding += 1;
         } else if self.tunables.ip_forwarding {
             self.forward4(ifs, ifindex, pkt);
         } else {
@@ -194,6 +204,10 @@ impl Inet {
             self.stats.ip_in_bad_src += 1;
             return;
         }
+        if dst.is_loopback() || (dst.is_multicast() && nh == IpProtocol::Tcp) {
+            self.stats.ip_in_hdr_errors += 1;
+            return;
+        }
         if nh == IpProtocol::Icmpv6 && self.nd_input(ifs, ifindex, &pkt, src, dst) {
             return;
         }
@@ -207,6 +221,9 @@ impl Inet {
             self.deliver(ifs, ifindex, pkt);
         } else if dst.is_multicast() {
             // Multicast we did not join: not ours to forward either.
+            self.stats.ip_in_not_forwarding += 1;
+        } else if src.is_unspecified() || src.is_unicast_link_local() || dst.is_unicast_link_local()
+        {
             self.stats.ip_in_not_forwarding += 1;
         } else if self.tunables.ip6_forwarding {
             self.forward6(ifs, ifindex, pkt);
@@ -240,12 +257,7 @@ impl Inet {
                     }
                 };
                 let limit = mtu.saturating_sub(hdr + 20).min(usize::from(u16::MAX)) as u16;
-                // Only touch segments whose checksum is right, so a
-                // corrupted one is still refused by TCP.
-                let ok = self.dev.offload
-                    || TcpPacket::new_checked(&ip[hdr..])
-                        .is_ok_and(|t| t.verify_checksum(&src, &dst));
-                if ok && clamp_tcp_mss(&mut ip[hdr..], limit, &src, &dst, !self.dev.offload) {
+                if clamp_tcp_mss(&mut ip[hdr..], limit, &src, &dst) {
                     self.stats.tcp_mss_clamped += 1;
                 }
             }
@@ -369,9 +381,9 @@ impl Inet {
     /// full accept queue drops it, and the peer retries).
     pub(super) fn ingress(&mut self) {
         while let Some(p) = self.dev.rx.front() {
-            if let Some((dst, port)) = syn_target(p.ip())
+            if let Some((dst, port, remote)) = syn_target(p.ip())
                 && let Some(listener) = self.ports.listener(port, dst)
-                && !self.make_room(listener)
+                && !self.admit_syn(listener, remote)
             {
                 self.dev.rx.pop_front();
                 self.stats.tcp_listen_drops += 1;
@@ -384,25 +396,34 @@ impl Inet {
     }
 }
 
-/// The destination of a bare TCP SYN (no ACK), if `ip` is one.
-fn syn_target(ip: &[u8]) -> Option<(IpAddress, u16)> {
-    let (dst, hdr) = match ip.first()? >> 4 {
+/// The destination address and port and the source endpoint of a bare TCP
+/// SYN (no ACK), if `ip` is one.
+fn syn_target(ip: &[u8]) -> Option<(IpAddress, u16, IpEndpoint)> {
+    let (src, dst, hdr) = match ip.first()? >> 4 {
         4 => {
             let p = Ipv4Packet::new_checked(ip).ok()?;
             if p.next_header() != IpProtocol::Tcp || p.frag_offset() != 0 {
                 return None;
             }
-            (IpAddress::Ipv4(p.dst_addr()), usize::from(p.header_len()))
+            (
+                IpAddress::Ipv4(p.src_addr()),
+                IpAddress::Ipv4(p.dst_addr()),
+                usize::from(p.header_len()),
+            )
         }
         6 => {
             let p = Ipv6Packet::new_checked(ip).ok()?;
             if p.next_header() != IpProtocol::Tcp {
                 return None;
             }
-            (IpAddress::Ipv6(p.dst_addr()), 40)
+            (
+                IpAddress::Ipv6(p.src_addr()),
+                IpAddress::Ipv6(p.dst_addr()),
+                40,
+            )
         }
         _ => return None,
     };
     let t = TcpPacket::new_checked(ip.get(hdr..)?).ok()?;
-    (t.syn() && !t.ack()).then(|| (dst, t.dst_port()))
+    (t.syn() && !t.ack()).then(|| (dst, t.dst_port(), IpEndpoint::new(src, t.src_port())))
 }

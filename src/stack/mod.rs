@@ -89,6 +89,7 @@ pub struct Inet {
     rng: ChaCha8Rng,
     wake: Vec<(VnetId, Instant)>,
     next_arrival: Option<Instant>,
+    frag_ident: u16,
 }
 
 impl std::fmt::Debug for Inet {
@@ -138,6 +139,7 @@ impl PerVnet for Inet {
             rng: ChaCha8Rng::seed_from_u64(cx.seed ^ 0x1e7),
             wake: Vec::new(),
             next_arrival: None,
+            frag_ident: 0,
         };
         let lo = cx
             .vars
@@ -325,8 +327,26 @@ impl Inet {
             return false;
         }
         self.prune_routes();
+        self.ensure_connected_routes();
         self.sync_smoltcp_addrs();
         true
+    }
+
+    /// Gives every address whose prefix has no route its connected route
+    /// back (another interface may share the prefix of a removed address).
+    fn ensure_connected_routes(&mut self) {
+        for a in self.addrs.clone() {
+            let host = matches!(a.cidr, IpCidr::Ipv4(c) if c.prefix_len() == 32)
+                || matches!(a.cidr, IpCidr::Ipv6(c) if c.prefix_len() == 128);
+            if !host && self.routes.get(a.cidr).is_none() {
+                self.routes.insert(Route {
+                    dst: route::network(a.cidr),
+                    gateway: None,
+                    ifindex: a.ifindex,
+                    kind: RouteKind::Connected,
+                });
+            }
+        }
     }
 
     /// Drops connected routes no address backs any more, and static routes
@@ -551,10 +571,16 @@ pub fn route_add(
 /// No such route.
 pub fn route_del(dst: IpCidr) -> Result<(), ConfigError> {
     with_stack(|_, inet| {
-        inet.routes
+        let removed = inet
+            .routes
             .remove(dst)
-            .map(|_| ())
-            .ok_or(ConfigError::NoSuchRoute(route::network(dst)))
+            .ok_or(ConfigError::NoSuchRoute(route::network(dst)))?;
+        // Removing a static route that shadowed an address's own prefix
+        // brings the connected route back.
+        if removed.kind == RouteKind::Static {
+            inet.ensure_connected_routes();
+        }
+        Ok(())
     })
 }
 

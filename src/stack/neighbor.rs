@@ -15,6 +15,10 @@ pub const HOLD_MAX: usize = 16;
 pub const MAX_TRIES: u8 = 3;
 /// Time between attempts.
 pub const RETRY: Duration = Duration::from_millis(1000);
+/// Most entries one vnet keeps; past it, new neighbors are not resolved
+/// (their packets are dropped and counted) until entries age out, so a
+/// scan of a large prefix cannot exhaust memory.
+pub const MAX_ENTRIES: usize = 8192;
 
 #[derive(Debug)]
 struct Entry {
@@ -66,6 +70,10 @@ impl NeighborCache {
         now: Instant,
         dropped: &mut u64,
     ) -> (Lookup, Option<Vec<u8>>) {
+        if self.map.len() >= MAX_ENTRIES && !self.map.contains_key(&(ifindex, ip)) {
+            *dropped += 1;
+            return (Lookup::Held, None);
+        }
         let e = self.map.entry((ifindex, ip)).or_insert_with(|| Entry {
             mac: None,
             expires: now,
@@ -114,7 +122,8 @@ impl NeighborCache {
             return Vec::new();
         }
         let key = (ifindex, ip);
-        if !create && !self.map.contains_key(&key) {
+        let known = self.map.contains_key(&key);
+        if !known && (!create || self.map.len() >= MAX_ENTRIES) {
             return Vec::new();
         }
         let e = self.map.entry(key).or_insert_with(|| Entry {

@@ -114,7 +114,12 @@ impl Inet {
             return;
         }
         if ifp.is_loopback() {
-            self.dev.rx.push_back(pkt);
+            // A route through lo0 is a blackhole for other hosts' packets.
+            if origin == Origin::Local {
+                self.dev.rx.push_back(pkt);
+            } else {
+                self.stats.ip_no_route += 1;
+            }
             return;
         }
         let mtu = ifp.mtu();
@@ -190,7 +195,7 @@ impl Inet {
         }
     }
 
-    fn is_subnet_broadcast(&self, ifindex: IfIndex, a: Ipv4Address) -> bool {
+    pub(super) fn is_subnet_broadcast(&self, ifindex: IfIndex, a: Ipv4Address) -> bool {
         self.addrs.iter().any(|x| {
             x.ifindex == ifindex
                 && matches!(x.cidr, smoltcp::wire::IpCidr::Ipv4(c) if c.prefix_len() < 31 && c.broadcast() == Some(a))
@@ -347,7 +352,7 @@ impl Inet {
             _ => return false,
         };
         let limit = mtu.saturating_sub(hdr + 20).min(usize::from(u16::MAX)) as u16;
-        clamp_tcp_mss(&mut ip[hdr..], limit, &src, &dst, !self.dev.offload)
+        clamp_tcp_mss(&mut ip[hdr..], limit, &src, &dst)
     }
 
     /// Splits an IPv4 packet into fragments that fit `mtu`. Returns `None`
@@ -376,6 +381,15 @@ impl Inet {
         if chunk == 0 {
             return None;
         }
+        // smoltcp sends every datagram with identification 0 (it never
+        // fragments): give each datagram we split an identification of its
+        // own, so a receiver cannot mix pieces of two.
+        let ident = if origin == Origin::Local {
+            self.frag_ident = self.frag_ident.wrapping_add(1);
+            self.frag_ident
+        } else {
+            p.ident()
+        };
         let mut out = Vec::new();
         let mut pos = 0;
         while pos < payload.len() {
@@ -388,6 +402,8 @@ impl Inet {
             f.set_total_len((hlen + end - pos) as u16);
             f.set_frag_offset((base_off + pos) as u16);
             f.set_more_frags(more || !last);
+            f.set_ident(ident);
+            f.set_dont_frag(false);
             f.fill_checksum();
             out.push(Pkt { buf, off: HEADROOM });
             pos = end;
@@ -412,19 +428,14 @@ fn into_frame(mut pkt: Pkt) -> Vec<u8> {
     f
 }
 
-/// Lowers the MSS option of a TCP SYN segment to `limit`; refreshes the
-/// checksum when `checksum` is set. Returns whether it changed anything.
-pub(super) fn clamp_tcp_mss(
-    seg: &mut [u8],
-    limit: u16,
-    src: &IpAddress,
-    dst: &IpAddress,
-    checksum: bool,
-) -> bool {
+/// Lowers the MSS option of a TCP SYN segment to `limit` and refreshes its
+/// checksum. A segment whose checksum is already wrong is left alone, so
+/// that TCP still refuses it. Returns whether it changed anything.
+pub(super) fn clamp_tcp_mss(seg: &mut [u8], limit: u16, src: &IpAddress, dst: &IpAddress) -> bool {
     let Ok(tcp) = TcpPacket::new_checked(&*seg) else {
         return false;
     };
-    if !tcp.syn() {
+    if !tcp.syn() || !tcp.verify_checksum(src, dst) {
         return false;
     }
     let hlen = usize::from(tcp.header_len());
@@ -451,7 +462,7 @@ pub(super) fn clamp_tcp_mss(
             }
         }
     }
-    if changed && checksum {
+    if changed {
         TcpPacket::new_unchecked(&mut *seg).fill_checksum(src, dst);
     }
     changed

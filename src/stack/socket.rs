@@ -125,7 +125,13 @@ struct TcpTrack {
     last: tcp::State,
     error: Option<SockError>,
     user_aborted: bool,
+    /// When its user closed it; bounds how long it may linger.
+    closed_at: Option<Instant>,
 }
+
+/// How long a socket closed by its user may wait for the peer to finish
+/// (Linux's `tcp_fin_timeout`); then it is reset and freed.
+const FIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 enum Kind {
@@ -178,7 +184,21 @@ fn entry(socks: &mut SockTable, id: SocketId) -> Result<&mut Entry, SockError> {
 }
 
 fn to_ip(a: IpAddr) -> IpAddress {
-    IpAddress::from(a)
+    // An IPv4-mapped IPv6 address means the IPv4 host.
+    match a {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddress::Ipv4(v4),
+            None => IpAddress::Ipv6(v6),
+        },
+        IpAddr::V4(v4) => IpAddress::Ipv4(v4),
+    }
+}
+
+fn same_family(a: IpAddress, b: IpAddress) -> bool {
+    matches!(
+        (a, b),
+        (IpAddress::Ipv4(_), IpAddress::Ipv4(_)) | (IpAddress::Ipv6(_), IpAddress::Ipv6(_))
+    )
 }
 
 fn to_std(e: IpEndpoint) -> SocketAddr {
@@ -213,9 +233,14 @@ impl Inet {
         (self.tunables.port_first, self.tunables.port_last)
     }
 
-    /// Makes sure a listener can take one more SYN: a socket in LISTEN in
-    /// its pool, while fewer than `backlog` connections wait for accept.
-    pub(super) fn make_room(&mut self, id: SocketId) -> bool {
+    /// Decides whether a SYN from `remote` may reach listener `id`'s pool,
+    /// and prepares the pool for it. A SYN that belongs to a connection the
+    /// pool already holds (a retransmission) goes to that socket: idle
+    /// LISTEN sockets, which smoltcp would offer it to first, are removed.
+    /// A new SYN gets a LISTEN socket while fewer than `backlog`
+    /// connections wait for accept; otherwise it is refused (dropped, as a
+    /// full accept queue drops it, and the peer retries).
+    pub(super) fn admit_syn(&mut self, id: SocketId, remote: IpEndpoint) -> bool {
         let Some(Entry {
             kind:
                 Kind::Listener {
@@ -223,29 +248,45 @@ impl Inet {
                     addr,
                     backlog,
                     pool,
+                    ..
                 },
             ..
-        }) = self.socks.map.get(&id)
+        }) = self.socks.map.get_mut(&id)
         else {
             return true;
         };
         let (port, addr, backlog) = (*port, *addr, *backlog);
-        let mut listening = 0;
+        let mut listening = Vec::new();
         let mut pending = 0;
-        for h in pool {
-            match self.sockets.get::<tcp::Socket>(*h).state() {
-                tcp::State::Listen => listening += 1,
+        let mut known = false;
+        for h in pool.iter() {
+            let s = self.sockets.get::<tcp::Socket>(*h);
+            match s.state() {
+                tcp::State::Listen => listening.push(*h),
                 tcp::State::Closed => {}
-                _ => pending += 1,
+                _ => {
+                    pending += 1;
+                    known |= s.remote_endpoint() == Some(remote);
+                }
             }
         }
-        if listening > 0 {
+        if known {
+            pool.retain(|h| !listening.contains(h));
+            for h in listening {
+                self.sockets.remove(h);
+            }
+            return true;
+        }
+        if !listening.is_empty() {
             return true;
         }
         if pending >= backlog {
             return false;
         }
+        let keepinit = Duration::from_millis(self.tunables.tcp_keepinit_ms);
         let mut s = self.new_tcp();
+        // A handshake the peer never completes frees its slot.
+        s.set_timeout(Some(keepinit));
         if s.listen(IpListenEndpoint { addr, port }).is_err() {
             return false;
         }
@@ -309,6 +350,18 @@ impl Inet {
                     {
                         t.error = Some(SockError::ConnReset);
                         self.stats.tcp_resets += 1;
+                    }
+                    if let Some(at) = t.closed_at
+                        && st != tcp::State::Closed
+                        && st != tcp::State::TimeWait
+                    {
+                        if now >= at + FIN_TIMEOUT {
+                            s.abort();
+                            t.user_aborted = true;
+                        } else {
+                            let d = at + FIN_TIMEOUT;
+                            deadline = Some(deadline.map_or(d, |x| x.min(d)));
+                        }
                     }
                     t.last = st;
                     if e.closed && st == tcp::State::Closed {
@@ -441,7 +494,11 @@ impl Inet {
                 closed: false,
             },
         );
-        self.make_room(id);
+        // One LISTEN socket now; more are made as SYNs arrive.
+        self.admit_syn(
+            id,
+            IpEndpoint::new(IpAddress::Ipv4(std::net::Ipv4Addr::UNSPECIFIED), 0),
+        );
         Ok(id)
     }
 
@@ -463,7 +520,9 @@ impl Inet {
             unreachable!("checked above")
         };
         let h = pool.remove(pos);
-        let s = self.sockets.get::<tcp::Socket>(h);
+        let s = self.sockets.get_mut::<tcp::Socket>(h);
+        // Accepted: from now on it lives as long as its user wants.
+        s.set_timeout(None);
         let peer = s
             .remote_endpoint()
             .map(to_std)
@@ -480,12 +539,12 @@ impl Inet {
                     last: st,
                     error: None,
                     user_aborted: false,
+                    closed_at: None,
                 }),
                 closed: false,
             },
         );
         self.stats.tcp_passive_opens += 1;
-        self.make_room(id);
         Ok((new_id, peer))
     }
 
@@ -516,6 +575,9 @@ impl Inet {
         let src = match local.and_then(|l| listen_addr(l.ip())) {
             Some(a) => {
                 self.check_local(Some(a))?;
+                if !same_family(a, dst) {
+                    return Err(SockError::InvalidInput);
+                }
                 a
             }
             None => self.pick_source(dst)?,
@@ -553,6 +615,7 @@ impl Inet {
                     last: tcp::State::SynSent,
                     error: None,
                     user_aborted: false,
+                    closed_at: None,
                 }),
                 closed: false,
             },
@@ -597,7 +660,9 @@ impl Inet {
                 Err(_) => Err(SockError::BrokenPipe),
             };
         }
-        Err(SockError::InvalidInput)
+        // Not a connected TCP socket: say whether it exists at all.
+        self.entry(id).map(|_| ())?;
+        Err(SockError::NotConnected)
     }
 
     fn sock_recv(&mut self, id: SocketId, buf: &mut [u8]) -> Result<usize, SockError> {
@@ -634,20 +699,18 @@ impl Inet {
         let e = entry(&mut self.socks, id)?;
         match &mut e.kind {
             Kind::Tcp(t) => {
-                let h = t.h;
                 if abort {
                     t.user_aborted = true;
                 }
+                t.closed_at = Some(self.now);
                 e.closed = true;
-                let s = self.sockets.get_mut::<tcp::Socket>(h);
+                let s = self.sockets.get_mut::<tcp::Socket>(t.h);
                 if abort {
                     s.abort();
                 } else {
                     s.close();
                 }
-                if s.state() == tcp::State::Closed {
-                    self.free(id);
-                }
+                // Freed by the next poll, once its FIN or RST is out.
             }
             Kind::Listener { pool, .. } => {
                 for h in pool.iter() {
@@ -688,6 +751,7 @@ impl Inet {
                     last: tcp::State::Closed,
                     error: None,
                     user_aborted: true,
+                    closed_at: Some(self.now),
                 }),
                 closed: true,
             },
@@ -781,9 +845,14 @@ impl Inet {
         }
         let bound = self.sockets.get::<udp::Socket>(h).endpoint().addr;
         let src = match bound {
-            Some(a) => a,
+            Some(a) if same_family(a, dst_ip) => a,
+            // A socket bound to one family cannot reach the other.
+            Some(_) => return Err(SockError::InvalidInput),
             None => self.pick_source(dst_ip)?,
         };
+        if dst.port() == 0 || dst_ip.is_unspecified() {
+            return Err(SockError::InvalidInput);
+        }
         let meta = udp::UdpMetadata {
             endpoint: IpEndpoint::new(dst_ip, dst.port()),
             local_address: Some(src),

@@ -30,7 +30,6 @@ pub enum CurVnetError {
     NoSubsystem(&'static str),
 }
 
-#[derive(Default)]
 struct Context {
     /// The scope stack; the last entry is the current vnet.
     scopes: Vec<Arc<Vnet>>,
@@ -41,7 +40,12 @@ struct Context {
 thread_local! {
     // The only thread-local of the crate, and no network state: just which
     // vnet this thread is working for (FreeBSD's `curvnet`).
-    static CURVNET: RefCell<Context> = RefCell::new(Context::default());
+    static CURVNET: RefCell<Context> = const {
+        RefCell::new(Context {
+            scopes: Vec::new(),
+            held: Vec::new(),
+        })
+    };
 }
 
 /// A scope in which a vnet is the current vnet (`CURVNET_SET`).
@@ -128,6 +132,14 @@ impl Drop for CurVnet {
             );
         }
     }
+}
+
+/// Whether this thread holds the state of vnet `id` right now (inside
+/// [`with`] or [`with_vars`] for it).
+pub(crate) fn holds(id: VnetId) -> bool {
+    CURVNET
+        .try_with(|c| c.borrow().held.contains(&id))
+        .unwrap_or(false)
 }
 
 /// The current vnet of this thread.

@@ -162,6 +162,10 @@ pub enum RegistryError {
     /// Vnet numbers are exhausted.
     #[error("no vnet numbers left")]
     IdsExhausted,
+    /// Called from inside that vnet's own state (`vnet::with`), which
+    /// teardown would have to wait for.
+    #[error("vnet {0:?} cannot be destroyed from inside its own state")]
+    InUse(String),
 }
 
 const SHARDS: usize = 64;
@@ -287,25 +291,33 @@ impl Registry {
     /// slot constructed now, inside its own scope; later vnets get it at
     /// creation. Registering the same type twice does nothing.
     pub fn register<T: PerVnet>(&self) {
-        let mut w = self.lock_writer();
         let desc = SubsysDesc::of::<T>();
-        if w.subsystems.iter().any(|d| d.type_id == desc.type_id) {
-            return;
-        }
-        for v in self.list() {
+        let existing = {
+            let mut w = self.lock_writer();
+            if w.subsystems.iter().any(|d| d.type_id == desc.type_id) {
+                return;
+            }
+            let pos = w
+                .subsystems
+                .iter()
+                .position(|d| d.order > desc.order)
+                .unwrap_or(w.subsystems.len());
+            w.subsystems.insert(pos, SubsysDesc::of::<T>());
+            // Vnets created from now on get the slot at creation; the ones
+            // listed here get it below, without the writer lock held (a
+            // thread inside a vnet's state may be waiting for it).
+            self.list()
+        };
+        for v in existing {
             let _scope = CurVnet::set(&v);
             let mut g = v.lock_vars();
-            if let Some(vars) = g.as_mut() {
+            if let Some(vars) = g.as_mut()
+                && vars.get_mut::<T>().is_none()
+            {
                 let slot = Self::build(&desc, &v, vars);
                 vars.insert_ordered(&desc, slot);
             }
         }
-        let pos = w
-            .subsystems
-            .iter()
-            .position(|d| d.order > desc.order)
-            .unwrap_or(w.subsystems.len());
-        w.subsystems.insert(pos, desc);
     }
 
     fn build(desc: &SubsysDesc, v: &Vnet, vars: &mut VnetVars) -> Box<dyn SlotTrait> {
@@ -379,6 +391,9 @@ impl Registry {
     pub fn destroy(&self, id: VnetId, recursive: bool) -> Result<TeardownReport, RegistryError> {
         if id == VnetId::VNET0 {
             return Err(RegistryError::Vnet0);
+        }
+        if super::curvnet::holds(id) {
+            return Err(RegistryError::InUse(id.to_string()));
         }
         let mut order = Vec::new();
         {
