@@ -87,3 +87,41 @@ fn udp_both_ways_over_ipv4_and_ipv6() {
         assert_eq!(got, Some((b"hello a".to_vec(), b_addr)));
     }
 }
+
+#[test]
+fn udp_datagrams_larger_than_the_mtu_are_fragmented_and_reassembled() {
+    let mut sim = Sim::new(4);
+    let (a, b) = pair(&mut sim, "a", "b", 0);
+    for (a_addr, b_addr) in [
+        ("10.0.0.1:7100", "10.0.0.2:7100"),
+        ("[fd00:0::1]:7101", "[fd00:0::2]:7101"),
+    ] {
+        let a_addr: SocketAddr = a_addr.parse().unwrap();
+        let b_addr: SocketAddr = b_addr.parse().unwrap();
+        let sa = sim.with(&a, || socket::udp_bind(a_addr, false)).unwrap();
+        let sb = sim.with(&b, || socket::udp_bind(b_addr, false)).unwrap();
+        let big = pattern(8000, 9);
+        sim.with(&a, || socket::udp_send_to(sa, &big, b_addr))
+            .unwrap();
+        let mut got = None;
+        sim.run_until(Duration::from_secs(5), |s| {
+            let mut buf = vec![0u8; 65536];
+            match s.with(&b, || socket::udp_recv_from(sb, &mut buf)) {
+                Ok((n, from)) => {
+                    got = Some((buf[..n].to_vec(), from));
+                    true
+                }
+                Err(_) => false,
+            }
+        })
+        .unwrap_or_else(|e| panic!("{b_addr}: {e}"));
+        assert_eq!(got, Some((big, a_addr)), "{b_addr}");
+    }
+    let sent = sim.with(&a, vnet::stack::stats).unwrap();
+    let got = sim.with(&b, vnet::stack::stats).unwrap();
+    assert_eq!(sent.ip_frag_created, 12, "six fragments per family");
+    assert_eq!(
+        (got.ip_reasm_fragments, got.ip_reasm_ok, got.ip_reasm_fails),
+        (12, 2, 0)
+    );
+}

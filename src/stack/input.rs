@@ -10,6 +10,7 @@ use smoltcp::wire::{
 
 use super::device::Pkt;
 use super::output::{clamp_tcp_mss, solicited_node};
+use super::reassembly::{Outcome, Reassembly};
 use super::{Inet, max_age};
 use crate::ifnet::{IfIndex, IfnetTable};
 
@@ -232,9 +233,36 @@ impl Inet {
         }
     }
 
-    /// Queues a packet for this vnet's sockets, fitting the MSS of an
-    /// incoming SYN to the interface it came in on.
-    fn deliver(&mut self, ifs: &mut IfnetTable, ifindex: IfIndex, mut pkt: Pkt) {
+    /// Queues a packet for this vnet's sockets (reassembling fragments
+    /// first), fitting the MSS of an incoming SYN to the interface it came
+    /// in on.
+    fn deliver(&mut self, ifs: &mut IfnetTable, ifindex: IfIndex, pkt: Pkt) {
+        let v4 = pkt.ip()[0] >> 4 == 4;
+        let frag = if v4 {
+            Reassembly::is_v4_fragment(pkt.ip())
+        } else {
+            Reassembly::is_v6_fragment(pkt.ip())
+        };
+        if !frag {
+            return self.deliver_whole(ifs, ifindex, pkt);
+        }
+        self.stats.ip_reasm_fragments += 1;
+        let out = if v4 {
+            self.reasm.push_v4(pkt.ip(), self.now)
+        } else {
+            self.reasm.push_v6(pkt.ip(), self.now)
+        };
+        match out {
+            Outcome::Held => {}
+            Outcome::Dropped => self.stats.ip_reasm_fails += 1,
+            Outcome::Done(whole) => {
+                self.stats.ip_reasm_ok += 1;
+                self.deliver_whole(ifs, ifindex, whole);
+            }
+        }
+    }
+
+    fn deliver_whole(&mut self, ifs: &mut IfnetTable, ifindex: IfIndex, mut pkt: Pkt) {
         if let Some(mtu) = ifs.get(ifindex).map(|i| i.mtu()) {
             let ip = pkt.ip_mut();
             let hdr = match ip[0] >> 4 {

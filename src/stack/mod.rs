@@ -34,6 +34,7 @@ mod input;
 pub mod neighbor;
 mod output;
 pub mod ports;
+pub mod reassembly;
 pub mod route;
 pub mod socket;
 pub mod stats;
@@ -90,6 +91,7 @@ pub struct Inet {
     wake: Vec<(VnetId, Instant)>,
     next_arrival: Option<Instant>,
     frag_ident: u16,
+    reasm: reassembly::Reassembly,
 }
 
 impl std::fmt::Debug for Inet {
@@ -140,6 +142,7 @@ impl PerVnet for Inet {
             wake: Vec::new(),
             next_arrival: None,
             frag_ident: 0,
+            reasm: reassembly::Reassembly::default(),
         };
         let lo = cx
             .vars
@@ -408,6 +411,7 @@ impl Inet {
             }
         }
         self.neighbor_timers(ifs);
+        self.stats.ip_reasm_fails += self.reasm.expire(now) as u64;
         let mut deadline = self.iface.poll_at(now, &self.sockets);
         let mut fold = |d: Option<Instant>| {
             deadline = match (deadline, d) {
@@ -421,6 +425,7 @@ impl Inet {
         fold(self.nbr.next_deadline());
         fold(self.next_arrival);
         fold(self.socks.next_deadline());
+        fold(self.reasm.next_deadline());
         PollOutcome {
             deadline,
             wake: std::mem::take(&mut self.wake),

@@ -360,11 +360,13 @@ impl Inet {
     /// be fragmented.
     fn fragment(&mut self, pkt: Pkt, mtu: usize, origin: Origin) -> Option<Vec<Pkt>> {
         let ip = pkt.ip();
-        if ip.first().map(|b| b >> 4) != Some(4) {
+        if ip.first().map(|b| b >> 4) == Some(6) {
+            // IPv6 routers never fragment: only the source does.
             if origin == Origin::Forward {
                 self.icmp_too_big(pkt.ip(), mtu);
+                return None;
             }
-            return None;
+            return self.fragment6(&pkt, mtu);
         }
         let p = Ipv4Packet::new_checked(ip).ok()?;
         // Our own packets are fragmented whatever their DF bit says (the
@@ -405,6 +407,40 @@ impl Inet {
             f.set_ident(ident);
             f.set_dont_frag(false);
             f.fill_checksum();
+            out.push(Pkt { buf, off: HEADROOM });
+            pos = end;
+        }
+        self.stats.ip_frag_created += out.len() as u64;
+        Some(out)
+    }
+}
+
+impl Inet {
+    /// Splits one of our IPv6 packets with a fragment header (RFC 8200
+    /// section 4.5); the fixed header is the unfragmentable part.
+    fn fragment6(&mut self, pkt: &Pkt, mtu: usize) -> Option<Vec<Pkt>> {
+        let p = Ipv6Packet::new_checked(pkt.ip()).ok()?;
+        let next: u8 = p.next_header().into();
+        let payload = p.payload();
+        let chunk = (mtu - 40 - 8) & !7;
+        self.frag_ident = self.frag_ident.wrapping_add(1);
+        let ident = u32::from(self.frag_ident) | (u32::from(self.vnet.0 as u16) << 16);
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < payload.len() {
+            let end = (pos + chunk).min(payload.len());
+            let more = end < payload.len();
+            let mut buf = vec![0u8; HEADROOM + 48 + (end - pos)];
+            buf[HEADROOM..HEADROOM + 40].copy_from_slice(&pkt.ip()[..40]);
+            let f = &mut buf[HEADROOM..];
+            f[6] = 44; // next header: fragment
+            f[4..6].copy_from_slice(&((8 + end - pos) as u16).to_be_bytes());
+            f[40] = next;
+            f[41] = 0;
+            let off_m = ((pos / 8) as u16) << 3 | u16::from(more);
+            f[42..44].copy_from_slice(&off_m.to_be_bytes());
+            f[44..48].copy_from_slice(&ident.to_be_bytes());
+            f[48..].copy_from_slice(&payload[pos..end]);
             out.push(Pkt { buf, off: HEADROOM });
             pos = end;
         }

@@ -70,6 +70,12 @@ counters!(
         ip_too_big,
         /// IPv4 fragments created.
         ip_frag_created,
+        /// Fragments received for this vnet.
+        ip_reasm_fragments,
+        /// Datagrams reassembled from fragments.
+        ip_reasm_ok,
+        /// Fragments dropped: overlapping, timed out, malformed, over the limits.
+        ip_reasm_fails,
         /// IP packets dropped because the outgoing interface is down.
         ip_out_if_down,
         /// ICMP errors sent (time exceeded, unreachable, too big).
