@@ -131,7 +131,7 @@ impl Reassembly {
         now: Instant,
     ) -> Outcome {
         let end = off + data.len();
-        if end > MAX_DATAGRAM || (!last && data.len() % 8 != 0) {
+        if end > MAX_DATAGRAM || (!last && !data.len().is_multiple_of(8)) {
             self.discard(&key);
             return Outcome::Dropped;
         }
