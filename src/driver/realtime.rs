@@ -36,6 +36,9 @@ struct WState {
     vnets: HashMap<VnetId, Arc<Vnet>>,
     apps: Vec<(VnetId, App)>,
     stop: bool,
+    /// The worker is waiting on the condition variable (set and cleared
+    /// under the mutex, so a wake-up is never lost).
+    sleeping: bool,
 }
 
 struct Worker {
@@ -51,8 +54,13 @@ impl Worker {
         let mut g = self.lock();
         let e = g.due.entry(v).or_insert(at);
         *e = (*e).min(at);
+        let sleeping = g.sleeping;
         drop(g);
-        self.cv.notify_one();
+        // A worker that is awake will see the entry before it sleeps: spare
+        // the system call.
+        if sleeping {
+            self.cv.notify_one();
+        }
     }
 }
 
@@ -214,10 +222,12 @@ fn run(s: &Shared, me: usize) {
                     .map(|t| (*t - now).min(Duration::from_secs(1)))
                     .unwrap_or(Duration::from_secs(1));
                 let timeout = std::time::Duration::from_micros(wait.total_micros().max(1));
+                g.sleeping = true;
                 let (mut g2, _) = worker
                     .cv
                     .wait_timeout(g, timeout)
                     .unwrap_or_else(|p| p.into_inner());
+                g2.sleeping = false;
                 apps.append(&mut g2.apps);
                 continue;
             }
