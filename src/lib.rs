@@ -16,6 +16,8 @@
 //! Nothing under `vnet`, `stack` or `ifnet` reads a clock or touches a file
 //! descriptor; time is an argument, so the same code runs under both drivers.
 
+#![warn(missing_docs)]
+
 pub mod driver;
 pub mod ifnet;
 pub mod stack;
