@@ -18,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+pub mod ctl;
 pub mod driver;
 pub mod ifnet;
 pub mod stack;

@@ -174,7 +174,9 @@ impl Realtime {
         self.shutdown();
     }
 
-    fn shutdown(&mut self) {
+    /// Stops the workers and waits for them (what [`Realtime::stop`] and
+    /// dropping do).
+    pub fn shutdown(&mut self) {
         for w in &self.shared.workers {
             w.lock().stop = true;
             w.cv.notify_all();

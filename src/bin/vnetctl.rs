@@ -1,0 +1,601 @@
+//! vnetctl: the command line of vnetd, in iproute2's habits.
+//!
+//! Exit status as iproute2: 0 on success, 1 for a command line that does
+//! not parse, 2 when vnetd refuses or cannot be reached.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use vnet::ctl::client::Client;
+use vnet::ctl::proto::Op;
+use vnet::ctl::{self};
+
+/// Controls vnetd: vnets, links, addresses, routes, tunables.
+#[derive(Parser, Debug)]
+#[command(name = "vnetctl", version, disable_help_subcommand = true)]
+struct Cli {
+    /// vnetd's control socket [env: VNETD_SOCKET]
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    /// Print JSON
+    #[arg(short = 'j', long, global = true)]
+    json: bool,
+    /// The vnet to act in (as `ip -n NETNS`) [default: vnet0]
+    #[arg(short = 'n', long = "vnet", global = true)]
+    vnet: Option<String>,
+    /// Run the commands in FILE, one per line (as `ip -batch`); `-` reads stdin
+    #[arg(short = 'b', long = "batch", value_name = "FILE")]
+    batch: Option<PathBuf>,
+    /// With --batch: carry on after a failing line
+    #[arg(long)]
+    force: bool,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Vnets: add, del, list, show
+    #[command(subcommand)]
+    Vnet(VnetCmd),
+    /// Interfaces: add, set, del, show
+    #[command(subcommand)]
+    Link(LinkCmd),
+    /// Addresses: add, del, show
+    #[command(subcommand, alias = "address")]
+    Addr(AddrCmd),
+    /// Routes: add, del, show
+    #[command(subcommand)]
+    Route(RouteCmd),
+    /// Tunables: get, set
+    #[command(subcommand)]
+    Sysctl(SysctlCmd),
+    /// The vnet's protocol counters
+    Stats,
+}
+
+#[derive(Subcommand, Debug)]
+enum VnetCmd {
+    /// Create a vnet
+    Add {
+        /// Its name
+        name: String,
+        /// Its parent [default: vnet0]
+        #[arg(long)]
+        parent: Option<String>,
+    },
+    /// Destroy a vnet
+    #[command(alias = "delete")]
+    Del {
+        /// Its name
+        name: String,
+        /// Destroy its children too
+        #[arg(long, short)]
+        recursive: bool,
+    },
+    /// List vnets
+    #[command(alias = "ls")]
+    List,
+    /// Describe a vnet
+    Show {
+        /// Its name
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LinkCmd {
+    /// Create an interface: `link add NAME type epair peer PEER [vnet OTHER]`
+    Add {
+        /// Its name
+        name: String,
+        #[command(subcommand)]
+        kind: TypeKw,
+    },
+    /// Change an interface: `link set NAME up|down|mtu N|vnet OTHER`
+    Set {
+        /// Its name
+        name: String,
+        #[command(subcommand)]
+        action: LinkSet,
+    },
+    /// Destroy an interface
+    #[command(alias = "delete")]
+    Del {
+        /// Its name
+        name: String,
+    },
+    /// List interfaces
+    #[command(alias = "ls", alias = "list")]
+    Show,
+}
+
+#[derive(Subcommand, Debug)]
+enum TypeKw {
+    /// The kind of interface
+    Type {
+        #[command(subcommand)]
+        kind: LinkKind,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LinkKind {
+    /// Two Ethernet ends back to back
+    Epair {
+        #[command(subcommand)]
+        peer: PeerKw,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PeerKw {
+    /// The other end's name
+    Peer {
+        /// Name of the other end
+        name: String,
+        #[command(subcommand)]
+        vnet: Option<VnetKw>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum VnetKw {
+    /// The other end's vnet [default: the same vnet]
+    Vnet {
+        /// The vnet
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LinkSet {
+    /// Bring it up
+    Up,
+    /// Take it down
+    Down,
+    /// Set its MTU
+    Mtu {
+        /// Bytes of IP per frame
+        mtu: usize,
+    },
+    /// Move it to another vnet
+    Vnet {
+        /// The vnet
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AddrCmd {
+    /// Add an address: `addr add ADDR/PREFIX dev NAME`
+    Add {
+        /// Address with prefix length
+        addr: String,
+        #[command(subcommand)]
+        dev: DevKw,
+    },
+    /// Remove an address: `addr del ADDR/PREFIX dev NAME`
+    #[command(alias = "delete")]
+    Del {
+        /// Address with prefix length
+        addr: String,
+        #[command(subcommand)]
+        dev: DevKw,
+    },
+    /// List addresses
+    #[command(alias = "ls", alias = "list")]
+    Show,
+}
+
+#[derive(Subcommand, Debug)]
+enum DevKw {
+    /// The interface
+    Dev {
+        /// Its name
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RouteCmd {
+    /// Add a route: `route add PREFIX|default via GW [dev NAME]` or `route add PREFIX dev NAME`
+    Add {
+        /// Destination prefix, or `default` / `default6`
+        dst: String,
+        #[command(subcommand)]
+        nexthop: NextHop,
+    },
+    /// Remove a route
+    #[command(alias = "delete")]
+    Del {
+        /// Destination prefix, or `default` / `default6`
+        dst: String,
+    },
+    /// List routes
+    #[command(alias = "ls", alias = "list")]
+    Show,
+}
+
+#[derive(Subcommand, Debug)]
+enum NextHop {
+    /// Through a gateway
+    Via {
+        /// The gateway's address
+        gateway: String,
+        #[command(subcommand)]
+        dev: Option<DevKw>,
+    },
+    /// Directly out of an interface
+    Dev {
+        /// Its name
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SysctlCmd {
+    /// Read one tunable, or all
+    Get {
+        /// Its name, such as net.inet.ip.forwarding
+        key: Option<String>,
+    },
+    /// Set a tunable: `sysctl set KEY=VALUE`
+    Set {
+        /// KEY=VALUE
+        #[arg(value_parser = parse_kv)]
+        kv: (String, String),
+    },
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+}
+
+/// The request a command makes, and how to print its answer.
+fn request(cmd: Cmd, vnet: &str) -> (Op, Printer) {
+    let vnet = vnet.to_string();
+    match cmd {
+        Cmd::Vnet(VnetCmd::Add { name, parent }) => {
+            (Op::VnetAdd { name, parent }, Printer::Nothing)
+        }
+        Cmd::Vnet(VnetCmd::Del { name, recursive }) => {
+            (Op::VnetDel { name, recursive }, Printer::Nothing)
+        }
+        Cmd::Vnet(VnetCmd::List) => (Op::VnetList, Printer::Vnets),
+        Cmd::Vnet(VnetCmd::Show { name }) => (Op::VnetShow { name }, Printer::Vnet),
+        Cmd::Link(LinkCmd::Add {
+            name,
+            kind:
+                TypeKw::Type {
+                    kind:
+                        LinkKind::Epair {
+                            peer:
+                                PeerKw::Peer {
+                                    name: peer,
+                                    vnet: other,
+                                },
+                        },
+                },
+        }) => (
+            Op::LinkAddEpair {
+                vnet,
+                name,
+                peer,
+                peer_vnet: other.map(|VnetKw::Vnet { name }| name),
+            },
+            Printer::Nothing,
+        ),
+        Cmd::Link(LinkCmd::Set { name, action }) => {
+            let (up, mtu, to_vnet) = match action {
+                LinkSet::Up => (Some(true), None, None),
+                LinkSet::Down => (Some(false), None, None),
+                LinkSet::Mtu { mtu } => (None, Some(mtu), None),
+                LinkSet::Vnet { name } => (None, None, Some(name)),
+            };
+            (
+                Op::LinkSet {
+                    vnet,
+                    name,
+                    up,
+                    mtu,
+                    to_vnet,
+                },
+                Printer::Nothing,
+            )
+        }
+        Cmd::Link(LinkCmd::Del { name }) => (Op::LinkDel { vnet, name }, Printer::Nothing),
+        Cmd::Link(LinkCmd::Show) => (Op::LinkShow { vnet }, Printer::Links),
+        Cmd::Addr(AddrCmd::Add {
+            addr,
+            dev: DevKw::Dev { name },
+        }) => (
+            Op::AddrAdd {
+                vnet,
+                dev: name,
+                addr,
+            },
+            Printer::Nothing,
+        ),
+        Cmd::Addr(AddrCmd::Del {
+            addr,
+            dev: DevKw::Dev { name },
+        }) => (
+            Op::AddrDel {
+                vnet,
+                dev: name,
+                addr,
+            },
+            Printer::Nothing,
+        ),
+        Cmd::Addr(AddrCmd::Show) => (Op::AddrShow { vnet }, Printer::Addrs),
+        Cmd::Route(RouteCmd::Add { dst, nexthop }) => {
+            let (via, dev) = match nexthop {
+                NextHop::Via { gateway, dev } => {
+                    (Some(gateway), dev.map(|DevKw::Dev { name }| name))
+                }
+                NextHop::Dev { name } => (None, Some(name)),
+            };
+            (
+                Op::RouteAdd {
+                    vnet,
+                    dst,
+                    via,
+                    dev,
+                },
+                Printer::Nothing,
+            )
+        }
+        Cmd::Route(RouteCmd::Del { dst }) => (Op::RouteDel { vnet, dst }, Printer::Nothing),
+        Cmd::Route(RouteCmd::Show) => (Op::RouteShow { vnet }, Printer::Routes),
+        Cmd::Sysctl(SysctlCmd::Get { key }) => (Op::SysctlGet { vnet, key }, Printer::Sysctl),
+        Cmd::Sysctl(SysctlCmd::Set { kv: (key, value) }) => {
+            (Op::SysctlSet { vnet, key, value }, Printer::Nothing)
+        }
+        Cmd::Stats => (Op::Stats { vnet }, Printer::Stats),
+    }
+}
+
+enum Printer {
+    Nothing,
+    Vnets,
+    Vnet,
+    Links,
+    Addrs,
+    Routes,
+    Sysctl,
+    Stats,
+}
+
+fn s(v: &Value, k: &str) -> String {
+    match &v[k] {
+        Value::String(x) => x.clone(),
+        Value::Null => "-".into(),
+        x => x.to_string(),
+    }
+}
+
+fn print(p: &Printer, v: &Value, json: bool) {
+    if json {
+        if !matches!(p, Printer::Nothing) {
+            println!("{v}");
+        }
+        return;
+    }
+    let rows = || v.as_array().cloned().unwrap_or_default();
+    match p {
+        Printer::Nothing => {}
+        Printer::Vnets => {
+            for x in rows() {
+                println!(
+                    "{}: {} parent {} owner {}",
+                    s(&x, "id"),
+                    s(&x, "name"),
+                    s(&x, "parent"),
+                    s(&x, "owner")
+                );
+            }
+        }
+        Printer::Vnet => println!(
+            "{}: {} parent {} owner {} children {}",
+            s(v, "id"),
+            s(v, "name"),
+            s(v, "parent"),
+            s(v, "owner"),
+            s(v, "children")
+        ),
+        Printer::Links => {
+            for x in rows() {
+                let mut flags = vec![if x["kind"] == "loopback" {
+                    "LOOPBACK"
+                } else {
+                    "BROADCAST"
+                }];
+                if x["up"] == true {
+                    flags.push("UP");
+                }
+                if x["running"] == true {
+                    flags.push("LOWER_UP");
+                }
+                println!(
+                    "{}: {}: <{}> mtu {}",
+                    s(&x, "index"),
+                    s(&x, "name"),
+                    flags.join(","),
+                    s(&x, "mtu")
+                );
+                let st = &x["stats"];
+                println!(
+                    "    link/{} {}  rx {} pkts {} bytes {} dropped  tx {} pkts {} bytes {} errors",
+                    if x["kind"] == "loopback" {
+                        "loopback"
+                    } else {
+                        "ether"
+                    },
+                    s(&x, "mac"),
+                    s(st, "rx_packets"),
+                    s(st, "rx_bytes"),
+                    s(st, "rx_dropped"),
+                    s(st, "tx_packets"),
+                    s(st, "tx_bytes"),
+                    s(st, "tx_errors")
+                );
+            }
+        }
+        Printer::Addrs => {
+            for x in rows() {
+                println!("{}: {} {}", s(&x, "dev"), s(&x, "family"), s(&x, "addr"));
+            }
+        }
+        Printer::Routes => {
+            for x in rows() {
+                let via = if x["via"].is_null() {
+                    String::new()
+                } else {
+                    format!(" via {}", s(&x, "via"))
+                };
+                println!(
+                    "{}{via} dev {} proto {}",
+                    s(&x, "dst"),
+                    s(&x, "dev"),
+                    s(&x, "proto")
+                );
+            }
+        }
+        Printer::Sysctl => {
+            for x in rows() {
+                println!("{} = {}", s(&x, "key"), s(&x, "value"));
+            }
+        }
+        Printer::Stats => {
+            if let Some(m) = v.as_object() {
+                for (k, n) in m {
+                    println!("{k}: {n}");
+                }
+            }
+        }
+    }
+}
+
+/// Carries out one command line; returns the exit status.
+fn one(client: &mut Client, cli: Cli) -> u8 {
+    let Some(cmd) = cli.cmd else {
+        eprintln!("vnetctl: no command (try --help)");
+        return 1;
+    };
+    let (op, printer) = request(cmd, cli.vnet.as_deref().unwrap_or("vnet0"));
+    match client.call(op) {
+        Ok(Ok(v)) => {
+            print(&printer, &v, cli.json);
+            0
+        }
+        Ok(Err(e)) => {
+            eprintln!("vnetctl: {}", e.message);
+            2
+        }
+        Err(e) => {
+            eprintln!("vnetctl: {e}");
+            2
+        }
+    }
+}
+
+fn connect(socket: &Option<PathBuf>) -> Result<Client, u8> {
+    let path = socket.clone().unwrap_or_else(ctl::default_socket_path);
+    Client::connect(&path).map_err(|e| {
+        eprintln!("vnetctl: cannot reach vnetd at {}: {e}", path.display());
+        2
+    })
+}
+
+fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, u8> {
+    // iproute2 spells it `-batch`.
+    let args = args.into_iter().map(|a| {
+        if a == "-batch" {
+            "--batch".to_string()
+        } else {
+            a
+        }
+    });
+    Cli::try_parse_from(args).map_err(|e| {
+        use clap::error::ErrorKind;
+        let code = match e.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+            _ => 1,
+        };
+        let _ = e.print();
+        code
+    })
+}
+
+fn batch(cli: &Cli, file: &PathBuf) -> u8 {
+    let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        match std::fs::File::open(file) {
+            Ok(f) => Box::new(std::io::BufReader::new(f)),
+            Err(e) => {
+                eprintln!("vnetctl: {}: {e}", file.display());
+                return 1;
+            }
+        }
+    };
+    let mut client = match connect(&cli.socket) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut status = 0;
+    for (n, line) in reader.lines().enumerate() {
+        let Ok(line) = line else {
+            eprintln!("vnetctl: {}: unreadable line {}", file.display(), n + 1);
+            return 1;
+        };
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut args = vec!["vnetctl".to_string()];
+        args.extend(line.split_whitespace().map(str::to_string));
+        let code = match parse(args) {
+            Ok(c) if c.batch.is_some() => {
+                eprintln!("vnetctl: line {}: batches do not nest", n + 1);
+                1
+            }
+            Ok(mut c) => {
+                // The batch's own options apply where a line sets none.
+                c.json |= cli.json;
+                c.vnet = c.vnet.or_else(|| cli.vnet.clone());
+                one(&mut client, c)
+            }
+            Err(code) => code,
+        };
+        if code != 0 {
+            eprintln!("vnetctl: {}: line {} failed: {line}", file.display(), n + 1);
+            status = status.max(code);
+            if !cli.force {
+                return status;
+            }
+        }
+    }
+    status
+}
+
+fn main() -> ExitCode {
+    let cli = match parse(std::env::args()) {
+        Ok(c) => c,
+        Err(code) => return ExitCode::from(code),
+    };
+    if let Some(file) = cli.batch.clone() {
+        return ExitCode::from(batch(&cli, &file));
+    }
+    let mut client = match connect(&cli.socket) {
+        Ok(c) => c,
+        Err(code) => return ExitCode::from(code),
+    };
+    ExitCode::from(one(&mut client, cli))
+}

@@ -1,0 +1,26 @@
+//! Who is on the other end of a Unix socket (`SO_PEERCRED`).
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+
+/// The uid of the process that connected `s`, as the kernel recorded it.
+pub fn peer_uid(s: &UnixStream) -> Option<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes passed, and
+    // the descriptor stays open for the call (borrowed from `s`).
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && len as usize == std::mem::size_of::<libc::ucred>()).then_some(cred.uid)
+}

@@ -1,0 +1,381 @@
+//! The control protocol: messages and their framing.
+//!
+//! A frame is a 4-byte big-endian length followed by that many bytes of
+//! UTF-8 JSON, at most [`MAX_FRAME`] bytes. The client sends [`Request`]s;
+//! the server answers each with one [`Reply`] carrying the same `id`, in
+//! order. Every request names the protocol version it speaks (`v`); the
+//! server refuses others. The control protocol is separate from the socket
+//! data path, which will not go through it.
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks.
+pub const VERSION: u32 = 1;
+
+/// Largest frame accepted, in bytes.
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// One request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Protocol version (must be [`VERSION`]).
+    pub v: u32,
+    /// Chosen by the client, echoed in the reply.
+    pub id: u64,
+    /// What to do.
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+/// The operations. Fields named `vnet` say which vnet the operation acts in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "op",
+    content = "args",
+    rename_all = "snake_case",
+    deny_unknown_fields
+)]
+pub enum Op {
+    /// Create a vnet.
+    VnetAdd {
+        /// Its name.
+        name: String,
+        /// Its parent (default `vnet0`).
+        parent: Option<String>,
+    },
+    /// Destroy a vnet.
+    VnetDel {
+        /// Its name.
+        name: String,
+        /// Destroy its children too.
+        #[serde(default)]
+        recursive: bool,
+    },
+    /// List vnets.
+    VnetList,
+    /// Describe one vnet.
+    VnetShow {
+        /// Its name.
+        name: String,
+    },
+    /// Create an epair: `name` in `vnet`, `peer` in `peer_vnet`.
+    LinkAddEpair {
+        /// Vnet of the first end.
+        vnet: String,
+        /// Name of the first end.
+        name: String,
+        /// Name of the second end.
+        peer: String,
+        /// Vnet of the second end (default: the same vnet).
+        peer_vnet: Option<String>,
+    },
+    /// Change an interface: up/down, MTU, or move it to another vnet.
+    LinkSet {
+        /// Its vnet.
+        vnet: String,
+        /// Its name.
+        name: String,
+        /// Set up (`true`) or down.
+        up: Option<bool>,
+        /// New MTU.
+        mtu: Option<usize>,
+        /// Move it to this vnet.
+        to_vnet: Option<String>,
+    },
+    /// Destroy an interface.
+    LinkDel {
+        /// Its vnet.
+        vnet: String,
+        /// Its name.
+        name: String,
+    },
+    /// List a vnet's interfaces.
+    LinkShow {
+        /// The vnet.
+        vnet: String,
+    },
+    /// Add an address (`10.0.0.1/24`, `fd00::1/64`) to an interface.
+    AddrAdd {
+        /// The vnet.
+        vnet: String,
+        /// The interface.
+        dev: String,
+        /// Address and prefix length.
+        addr: String,
+    },
+    /// Remove an address.
+    AddrDel {
+        /// The vnet.
+        vnet: String,
+        /// The interface.
+        dev: String,
+        /// Address and prefix length.
+        addr: String,
+    },
+    /// List a vnet's addresses.
+    AddrShow {
+        /// The vnet.
+        vnet: String,
+    },
+    /// Add a route (`dst` a prefix or `default`/`default6`).
+    RouteAdd {
+        /// The vnet.
+        vnet: String,
+        /// Destination prefix.
+        dst: String,
+        /// Gateway.
+        via: Option<String>,
+        /// Outgoing interface.
+        dev: Option<String>,
+    },
+    /// Remove a route.
+    RouteDel {
+        /// The vnet.
+        vnet: String,
+        /// Destination prefix.
+        dst: String,
+    },
+    /// List a vnet's routes.
+    RouteShow {
+        /// The vnet.
+        vnet: String,
+    },
+    /// Read one tunable, or all of them.
+    SysctlGet {
+        /// The vnet.
+        vnet: String,
+        /// Its name; all when absent.
+        key: Option<String>,
+    },
+    /// Set a tunable.
+    SysctlSet {
+        /// The vnet.
+        vnet: String,
+        /// Its name.
+        key: String,
+        /// The new value, as text.
+        value: String,
+    },
+    /// A vnet's protocol counters.
+    Stats {
+        /// The vnet.
+        vnet: String,
+    },
+}
+
+impl Op {
+    /// Whether the operation changes anything.
+    pub fn mutates(&self) -> bool {
+        !matches!(
+            self,
+            Op::VnetList
+                | Op::VnetShow { .. }
+                | Op::LinkShow { .. }
+                | Op::AddrShow { .. }
+                | Op::RouteShow { .. }
+                | Op::SysctlGet { .. }
+                | Op::Stats { .. }
+        )
+    }
+}
+
+/// What kind of failure a reply reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request could not be read: bad framing, JSON, version or op.
+    BadRequest,
+    /// A named object does not exist.
+    NotFound,
+    /// A named object already exists.
+    Exists,
+    /// An argument is not acceptable.
+    Invalid,
+    /// The caller may not do this.
+    PermissionDenied,
+    /// The object is in use.
+    Busy,
+}
+
+/// A failure, with a message naming the object and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Its kind.
+    pub kind: ErrorKind,
+    /// For a person.
+    pub message: String,
+}
+
+/// One reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// Protocol version of the server.
+    pub v: u32,
+    /// The request's id (0 when the request could not be read).
+    pub id: u64,
+    /// The outcome.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// Success with data, or an error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// It worked; what it returns (`null` for nothing).
+    Ok(serde_json::Value),
+    /// It failed.
+    Error(ErrorBody),
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The peer closed the connection between frames.
+    #[error("connection closed")]
+    Closed,
+    /// The length prefix is over the limit.
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME}")]
+    TooLarge(usize),
+    /// Reading failed (including a connection closed mid-frame).
+    #[error("reading a frame: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Reads one frame's bytes.
+///
+/// # Errors
+/// [`FrameError`]; after `TooLarge` or `Io` the stream is out of step and
+/// must be closed.
+pub fn read_frame(r: &mut impl Read) -> Result<Vec<u8>, FrameError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let n = u32::from_be_bytes(len) as usize;
+    if n > MAX_FRAME {
+        return Err(FrameError::TooLarge(n));
+    }
+    let mut buf = vec![0u8; n];
+    r.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+/// Writes one frame.
+///
+/// # Errors
+/// I/O errors, or a message over the limit.
+pub fn write_frame(w: &mut impl Write, body: &[u8]) -> io::Result<()> {
+    if body.len() > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "frame too large",
+        ));
+    }
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(body);
+    w.write_all(&out)
+}
+
+/// Decodes a request from a frame's bytes; a failure is already the reply
+/// to send back.
+///
+/// # Errors
+/// A `bad_request` reply saying what is wrong.
+pub fn decode_request(frame: &[u8]) -> Result<Request, Reply> {
+    let bad = |id: u64, message: String| Reply {
+        v: VERSION,
+        id,
+        outcome: Outcome::Error(ErrorBody {
+            kind: ErrorKind::BadRequest,
+            message,
+        }),
+    };
+    // The id and version first, so that even a request we cannot run gets
+    // an answer the client can match.
+    let loose: serde_json::Value =
+        serde_json::from_slice(frame).map_err(|e| bad(0, format!("request is not JSON: {e}")))?;
+    let id = loose
+        .get("id")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    match loose.get("v").and_then(serde_json::Value::as_u64) {
+        Some(v) if v == u64::from(VERSION) => {}
+        Some(v) => {
+            return Err(bad(
+                id,
+                format!("protocol version {v} is not supported (this server speaks {VERSION})"),
+            ));
+        }
+        None => return Err(bad(id, "request has no protocol version \"v\"".into())),
+    }
+    serde_json::from_value(loose).map_err(|e| bad(id, format!("malformed request: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_through_frames() {
+        let req = Request {
+            v: VERSION,
+            id: 9,
+            op: Op::AddrAdd {
+                vnet: "red".into(),
+                dev: "eth0".into(),
+                addr: "10.0.0.1/24".into(),
+            },
+        };
+        let mut wire = Vec::new();
+        write_frame(&mut wire, &serde_json::to_vec(&req).unwrap()).unwrap();
+        let frame = read_frame(&mut &wire[..]).unwrap();
+        assert_eq!(decode_request(&frame).unwrap(), req);
+    }
+
+    #[test]
+    fn bad_requests_get_a_bad_request_reply_with_their_id() {
+        for (body, id, needle) in [
+            (&b"\xff\xfe"[..], 0, "not JSON"),
+            (br#"{"id":4,"op":"vnet_list"}"#, 4, "no protocol version"),
+            (br#"{"v":99,"id":5,"op":"vnet_list"}"#, 5, "version 99"),
+            (br#"{"v":1,"id":6,"op":"launch_missiles"}"#, 6, "malformed"),
+            (
+                br#"{"v":1,"id":7,"op":"vnet_add","args":{"name":3}}"#,
+                7,
+                "malformed",
+            ),
+        ] {
+            let r = decode_request(body).unwrap_err();
+            assert_eq!(r.id, id);
+            match r.outcome {
+                Outcome::Error(e) => {
+                    assert_eq!(e.kind, ErrorKind::BadRequest);
+                    assert!(e.message.contains(needle), "{}", e.message);
+                }
+                Outcome::Ok(_) => panic!("accepted {body:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_and_truncated_frames_are_errors() {
+        let mut big = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
+        big.extend_from_slice(b"{}");
+        assert!(matches!(
+            read_frame(&mut &big[..]),
+            Err(FrameError::TooLarge(_))
+        ));
+        let short = [0u8, 0, 0, 10, b'{'];
+        assert!(matches!(
+            read_frame(&mut &short[..]),
+            Err(FrameError::Io(_))
+        ));
+        assert!(matches!(read_frame(&mut &[][..]), Err(FrameError::Closed)));
+    }
+}

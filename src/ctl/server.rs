@@ -1,0 +1,492 @@
+//! The control server: carries out requests on a registry of vnets run by a
+//! real-time driver, after checking that the caller may.
+//!
+//! [`Server::handle`] is the whole request path and touches no socket, so it
+//! is tested directly; [`Server::serve`] adds the Unix-socket transport: one
+//! thread per client, each request answered in order, a bad request answered
+//! with an error and the connection kept, a broken frame answered (when
+//! possible) and the connection closed. No client can stop the others.
+
+use std::io::{BufReader, BufWriter, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use smoltcp::wire::{IpAddress, IpCidr};
+
+use super::proto::{self, ErrorBody, ErrorKind, FrameError, Op, Outcome, Reply, Request, VERSION};
+use crate::driver::realtime::Realtime;
+use crate::ifnet::{self, IfError};
+use crate::stack::route::RouteKind;
+use crate::stack::sysctl::{self, SysctlError};
+use crate::stack::{self, ConfigError};
+use crate::vnet::{Registry, RegistryError, Vnet, VnetId};
+
+/// Most clients served at once; more are told so and closed.
+pub const MAX_CLIENTS: usize = 256;
+
+fn err(kind: ErrorKind, message: impl Into<String>) -> ErrorBody {
+    ErrorBody {
+        kind,
+        message: message.into(),
+    }
+}
+
+fn reg_err(e: RegistryError) -> ErrorBody {
+    let kind = match e {
+        RegistryError::NoSuchVnet(_) => ErrorKind::NotFound,
+        RegistryError::Exists(_) => ErrorKind::Exists,
+        RegistryError::HasChildren { .. } | RegistryError::InUse(_) | RegistryError::Dying(_) => {
+            ErrorKind::Busy
+        }
+        RegistryError::BadName(_) | RegistryError::Vnet0 | RegistryError::IdsExhausted => {
+            ErrorKind::Invalid
+        }
+    };
+    err(kind, e.to_string())
+}
+
+fn if_err(vnet: &str, e: IfError) -> ErrorBody {
+    let kind = match e {
+        IfError::NoSuchInterface(_) | IfError::Vnet(_) => ErrorKind::NotFound,
+        IfError::Exists(_) => ErrorKind::Exists,
+        _ => ErrorKind::Invalid,
+    };
+    err(kind, format!("vnet {vnet:?}: {e}"))
+}
+
+fn cfg_err(vnet: &str, e: ConfigError) -> ErrorBody {
+    match e {
+        ConfigError::If(e) => if_err(vnet, e),
+        e => {
+            let kind = match e {
+                ConfigError::NoSuchAddr(..)
+                | ConfigError::NoSuchRoute(_)
+                | ConfigError::Vnet(_) => ErrorKind::NotFound,
+                ConfigError::AddrExists(_) | ConfigError::RouteExists(_) => ErrorKind::Exists,
+                _ => ErrorKind::Invalid,
+            };
+            err(kind, format!("vnet {vnet:?}: {e}"))
+        }
+    }
+}
+
+fn sysctl_err(vnet: &str, e: SysctlError) -> ErrorBody {
+    let kind = match e {
+        SysctlError::Unknown(_) | SysctlError::Vnet(_) => ErrorKind::NotFound,
+        SysctlError::BadValue { .. } => ErrorKind::Invalid,
+    };
+    err(kind, format!("vnet {vnet:?}: {e}"))
+}
+
+fn parse_cidr(s: &str) -> Result<IpCidr, ErrorBody> {
+    s.parse::<IpCidr>().map_err(|_| {
+        err(
+            ErrorKind::Invalid,
+            format!("{s:?} is not an address with a prefix length (10.0.0.1/24, fd00::1/64)"),
+        )
+    })
+}
+
+fn parse_ip(s: &str) -> Result<IpAddress, ErrorBody> {
+    s.parse::<IpAddress>()
+        .map_err(|_| err(ErrorKind::Invalid, format!("{s:?} is not an IP address")))
+}
+
+/// A route destination: a prefix, or `default` (IPv4, or IPv6 when the
+/// gateway is) / `default6`.
+fn parse_dst(s: &str, via: Option<IpAddress>) -> Result<IpCidr, ErrorBody> {
+    match s {
+        "default" if matches!(via, Some(IpAddress::Ipv6(_))) => Ok(stack::route::DEFAULT_V6),
+        "default" => Ok(stack::route::DEFAULT_V4),
+        "default6" => Ok(stack::route::DEFAULT_V6),
+        _ => parse_cidr(s),
+    }
+}
+
+/// The control server of one vnetd.
+pub struct Server {
+    reg: Arc<Registry>,
+    rt: Mutex<Realtime>,
+    clients: AtomicUsize,
+    stopping: AtomicBool,
+}
+
+impl Server {
+    /// A server for `reg`, whose vnets `rt` runs (all current vnets are
+    /// given to it now).
+    pub fn new(reg: Arc<Registry>, mut rt: Realtime) -> Server {
+        for v in reg.list() {
+            rt.adopt(&v);
+        }
+        Server {
+            reg,
+            rt: Mutex::new(rt),
+            clients: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// The registry served.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.reg
+    }
+
+    fn rt(&self) -> std::sync::MutexGuard<'_, Realtime> {
+        self.rt.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn vnet(&self, name: &str) -> Result<Arc<Vnet>, ErrorBody> {
+        self.reg
+            .by_name(name)
+            .ok_or_else(|| err(ErrorKind::NotFound, format!("vnet {name:?}: no such vnet")))
+    }
+
+    fn owned(&self, uid: u32, name: &str) -> Result<Arc<Vnet>, ErrorBody> {
+        let v = self.vnet(name)?;
+        if uid != 0 && v.owner() != uid {
+            let who = if v.owner() == 0 {
+                "root".to_string()
+            } else {
+                format!("uid {}", v.owner())
+            };
+            return Err(err(
+                ErrorKind::PermissionDenied,
+                format!("vnet {name:?} belongs to {who}; uid {uid} may change only its own vnets"),
+            ));
+        }
+        Ok(v)
+    }
+
+    /// Carries out one request for the user `uid`.
+    pub fn handle(&self, req: Request, uid: u32) -> Reply {
+        let outcome = match self.run(req.op, uid) {
+            Ok(v) => Outcome::Ok(v),
+            Err(e) => Outcome::Error(e),
+        };
+        Reply {
+            v: VERSION,
+            id: req.id,
+            outcome,
+        }
+    }
+
+    fn run(&self, op: Op, uid: u32) -> Result<Value, ErrorBody> {
+        match op {
+            Op::VnetAdd { name, parent } => {
+                let parent = match parent {
+                    None => None,
+                    Some(p) if p == "vnet0" => Some(VnetId::VNET0),
+                    Some(p) => Some(self.owned(uid, &p)?.id()),
+                };
+                let v = self.reg.create(&name, parent, uid).map_err(reg_err)?;
+                self.rt().adopt(&v);
+                log::info!("uid {uid} created vnet {name:?} (id {})", v.id());
+                Ok(self.vnet_view(&v))
+            }
+            Op::VnetDel { name, recursive } => {
+                let v = self.owned(uid, &name)?;
+                let r = self.reg.destroy(v.id(), recursive).map_err(reg_err)?;
+                let rt = self.rt();
+                rt.kick(&v);
+                for w in &r.wake {
+                    if let Some(w) = self.reg.get(*w) {
+                        rt.kick(&w);
+                    }
+                }
+                log::info!("uid {uid} destroyed vnet {name:?}: {r:?}");
+                Ok(json!({
+                    "vnets": r.vnets.len(),
+                    "sockets_closed": r.sockets_closed,
+                    "connections_reset": r.connections_reset,
+                    "interfaces_destroyed": r.interfaces_destroyed,
+                    "interfaces_returned": r.interfaces_returned,
+                    "addresses_removed": r.addresses_removed,
+                    "routes_removed": r.routes_removed,
+                }))
+            }
+            Op::VnetList => Ok(Value::Array(
+                self.reg.list().iter().map(|v| self.vnet_view(v)).collect(),
+            )),
+            Op::VnetShow { name } => Ok(self.vnet_view(&*self.vnet(&name)?)),
+            Op::LinkAddEpair {
+                vnet,
+                name,
+                peer,
+                peer_vnet,
+            } => {
+                let a = self.owned(uid, &vnet)?;
+                let pv = peer_vnet.unwrap_or_else(|| vnet.clone());
+                let b = self.owned(uid, &pv)?;
+                ifnet::epair(&a, &name, &b, &peer).map_err(|e| if_err(&vnet, e))?;
+                Ok(Value::Null)
+            }
+            Op::LinkSet {
+                vnet,
+                name,
+                up,
+                mtu,
+                to_vnet,
+            } => {
+                let v = self.owned(uid, &vnet)?;
+                if let Some(m) = mtu {
+                    v.enter(|| ifnet::set_mtu(&name, m))
+                        .map_err(|e| if_err(&vnet, e))?;
+                }
+                if let Some(u) = up {
+                    v.enter(|| ifnet::set_up(&name, u))
+                        .map_err(|e| if_err(&vnet, e))?;
+                }
+                if let Some(t) = to_vnet {
+                    let to = self.owned(uid, &t)?;
+                    ifnet::vmove(&v, &name, &to).map_err(|e| if_err(&vnet, e))?;
+                    self.rt().kick(&to);
+                }
+                self.rt().kick(&v);
+                Ok(Value::Null)
+            }
+            Op::LinkDel { vnet, name } => {
+                let v = self.owned(uid, &vnet)?;
+                v.enter(|| ifnet::destroy(&name))
+                    .map_err(|e| if_err(&vnet, e))?;
+                self.rt().kick(&v);
+                Ok(Value::Null)
+            }
+            Op::LinkShow { vnet } => {
+                let v = self.vnet(&vnet)?;
+                let links = v.enter(ifnet::list).map_err(|e| if_err(&vnet, e))?;
+                Ok(Value::Array(
+                    links
+                        .into_iter()
+                        .map(|l| {
+                            json!({
+                                "index": l.index, "name": l.name, "kind": l.kind,
+                                "mac": l.mac.0.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
+                                "mtu": l.mtu, "up": l.up,
+                                "running": l.running,
+                                "home": self.reg.get(l.home).map(|h| h.name().to_string()),
+                                "stats": {
+                                    "rx_packets": l.stats.ipackets, "rx_bytes": l.stats.ibytes,
+                                    "tx_packets": l.stats.opackets, "tx_bytes": l.stats.obytes,
+                                    "rx_dropped": l.stats.idrops, "tx_errors": l.stats.oerrors,
+                                },
+                            })
+                        })
+                        .collect(),
+                ))
+            }
+            Op::AddrAdd { vnet, dev, addr } => {
+                let v = self.owned(uid, &vnet)?;
+                let cidr = parse_cidr(&addr)?;
+                v.enter(|| stack::addr_add(&dev, cidr))
+                    .map_err(|e| cfg_err(&vnet, e))?;
+                self.rt().kick(&v);
+                Ok(Value::Null)
+            }
+            Op::AddrDel { vnet, dev, addr } => {
+                let v = self.owned(uid, &vnet)?;
+                let cidr = parse_cidr(&addr)?;
+                v.enter(|| stack::addr_del(&dev, cidr))
+                    .map_err(|e| cfg_err(&vnet, e))?;
+                Ok(Value::Null)
+            }
+            Op::AddrShow { vnet } => {
+                let v = self.vnet(&vnet)?;
+                let addrs = v.enter(stack::addrs).map_err(|e| cfg_err(&vnet, e))?;
+                Ok(Value::Array(
+                    addrs
+                        .into_iter()
+                        .map(|(dev, c)| {
+                            let family = if matches!(c, IpCidr::Ipv4(_)) {
+                                "inet"
+                            } else {
+                                "inet6"
+                            };
+                            json!({"dev": dev, "family": family, "addr": c.to_string()})
+                        })
+                        .collect(),
+                ))
+            }
+            Op::RouteAdd {
+                vnet,
+                dst,
+                via,
+                dev,
+            } => {
+                let v = self.owned(uid, &vnet)?;
+                let gw = via.as_deref().map(parse_ip).transpose()?;
+                let dst = parse_dst(&dst, gw)?;
+                v.enter(|| stack::route_add(dst, gw, dev.as_deref()))
+                    .map_err(|e| cfg_err(&vnet, e))?;
+                self.rt().kick(&v);
+                Ok(Value::Null)
+            }
+            Op::RouteDel { vnet, dst } => {
+                let v = self.owned(uid, &vnet)?;
+                let dst = parse_dst(&dst, None)?;
+                v.enter(|| stack::route_del(dst))
+                    .map_err(|e| cfg_err(&vnet, e))?;
+                Ok(Value::Null)
+            }
+            Op::RouteShow { vnet } => {
+                let v = self.vnet(&vnet)?;
+                let routes = v.enter(stack::routes).map_err(|e| cfg_err(&vnet, e))?;
+                Ok(Value::Array(
+                    routes
+                        .into_iter()
+                        .map(|r| {
+                            let dst = if r.dst.prefix_len() == 0 { "default".to_string() } else { r.dst.to_string() };
+                            json!({
+                                "dst": dst,
+                                "family": if matches!(r.dst, IpCidr::Ipv4(_)) { "inet" } else { "inet6" },
+                                "via": r.gateway.map(|g| g.to_string()),
+                                "dev": r.dev,
+                                "proto": match r.kind { RouteKind::Connected => "kernel", RouteKind::Static => "static" },
+                            })
+                        })
+                        .collect(),
+                ))
+            }
+            Op::SysctlGet { vnet, key } => {
+                let v = self.vnet(&vnet)?;
+                let all = match key {
+                    Some(k) => vec![(
+                        k.clone(),
+                        v.enter(|| sysctl::get(&k))
+                            .map_err(|e| sysctl_err(&vnet, e))?,
+                    )],
+                    None => v
+                        .enter(sysctl::all)
+                        .map_err(|e| sysctl_err(&vnet, e))?
+                        .into_iter()
+                        .map(|(k, x)| (k.to_string(), x))
+                        .collect(),
+                };
+                Ok(Value::Array(
+                    all.into_iter()
+                        .map(|(k, x)| json!({"key": k, "value": x}))
+                        .collect(),
+                ))
+            }
+            Op::SysctlSet { vnet, key, value } => {
+                let v = self.owned(uid, &vnet)?;
+                v.enter(|| sysctl::set(&key, &value))
+                    .map_err(|e| sysctl_err(&vnet, e))?;
+                Ok(Value::Null)
+            }
+            Op::Stats { vnet } => {
+                let v = self.vnet(&vnet)?;
+                let st = v
+                    .enter(stack::stats)
+                    .map_err(|e| err(ErrorKind::NotFound, format!("vnet {vnet:?}: {e}")))?;
+                Ok(Value::Object(
+                    st.entries()
+                        .into_iter()
+                        .map(|(k, x)| (k.to_string(), json!(x)))
+                        .collect(),
+                ))
+            }
+        }
+    }
+
+    fn vnet_view(&self, v: &Vnet) -> Value {
+        json!({
+            "id": v.id().0,
+            "name": v.name(),
+            "parent": v.parent().and_then(|p| self.reg.get(p)).map(|p| p.name().to_string()),
+            "owner": v.owner(),
+            "children": self.reg.children(v.id()).len(),
+        })
+    }
+
+    /// Destroys every vnet but `vnet0` (children first) and stops the
+    /// driver's workers; returns how many vnets were destroyed.
+    pub fn shutdown(&self) -> usize {
+        let mut n = 0;
+        for v in self.reg.list().into_iter().rev() {
+            if v.id() != VnetId::VNET0
+                && let Ok(r) = self.reg.destroy(v.id(), true)
+            {
+                n += r.vnets.len();
+            }
+        }
+        self.rt().shutdown();
+        n
+    }
+
+    /// Asks [`Server::serve`] to return (after its next connection).
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Serves clients on `listener` until [`Server::stop`]; each client gets
+    /// a thread. `uid_of` says who a client is (`SO_PEERCRED`).
+    pub fn serve(self: &Arc<Self>, listener: UnixListener, uid_of: fn(&UnixStream) -> Option<u32>) {
+        for conn in listener.incoming() {
+            if self.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(conn) = conn else { continue };
+            let Some(uid) = uid_of(&conn) else {
+                log::warn!("control client with unknown credentials refused");
+                continue;
+            };
+            if self.clients.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+                self.clients.fetch_sub(1, Ordering::SeqCst);
+                let mut w = &conn;
+                let busy = Reply {
+                    v: VERSION,
+                    id: 0,
+                    outcome: Outcome::Error(err(
+                        ErrorKind::Busy,
+                        format!("server busy: {MAX_CLIENTS} clients connected"),
+                    )),
+                };
+                let _ = proto::write_frame(&mut w, &serde_json::to_vec(&busy).unwrap_or_default());
+                continue;
+            }
+            let me = Arc::clone(self);
+            let spawned = std::thread::Builder::new()
+                .name(format!("vnetd-client-{uid}"))
+                .spawn(move || {
+                    me.client(conn, uid);
+                    me.clients.fetch_sub(1, Ordering::SeqCst);
+                });
+            if spawned.is_err() {
+                self.clients.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn client(&self, conn: UnixStream, uid: u32) {
+        let Ok(rd) = conn.try_clone() else { return };
+        let mut rd = BufReader::new(rd);
+        let mut wr = BufWriter::new(conn);
+        loop {
+            let (reply, close) = match proto::read_frame(&mut rd) {
+                Ok(frame) => match proto::decode_request(&frame) {
+                    Ok(req) => (self.handle(req, uid), false),
+                    Err(bad) => (bad, false),
+                },
+                Err(FrameError::Closed) => return,
+                Err(e) => (
+                    Reply {
+                        v: VERSION,
+                        id: 0,
+                        outcome: Outcome::Error(err(ErrorKind::BadRequest, e.to_string())),
+                    },
+                    true,
+                ),
+            };
+            let body = serde_json::to_vec(&reply).unwrap_or_default();
+            if proto::write_frame(&mut wr, &body)
+                .and_then(|()| wr.flush())
+                .is_err()
+                || close
+            {
+                return;
+            }
+        }
+    }
+}
