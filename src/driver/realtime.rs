@@ -156,6 +156,19 @@ impl Realtime {
         worker.wake(v.id(), Instant::ZERO);
     }
 
+    /// The clock and waker a host-side pump (a TAP) needs.
+    pub fn host_io(&self) -> crate::ifnet::HostIo {
+        let (a, b) = (Arc::clone(&self.shared), Arc::clone(&self.shared));
+        crate::ifnet::HostIo {
+            now: Arc::new(move || a.now()),
+            wake: Arc::new(move |v, at| {
+                if let Some(w) = b.worker_of(v) {
+                    b.workers[w].wake(v, at);
+                }
+            }),
+        }
+    }
+
     /// Asks for `v` to be polled now (after calls into it from outside the
     /// driver, such as a control request).
     pub fn kick(&self, v: &Arc<Vnet>) {

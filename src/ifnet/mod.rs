@@ -17,6 +17,7 @@
 //!
 //! The per-vnet table of interfaces is the [`IfnetTable`] subsystem.
 
+pub mod tap;
 mod wire;
 
 use std::sync::Arc;
@@ -25,7 +26,10 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use smoltcp::wire::EthernetAddress;
 
-pub use wire::{DEFAULT_QUEUE_LIMIT, Impairment, LinkStage, TxDrop, Verdict, Wire, WireStats};
+pub use tap::HostIo;
+pub use wire::{
+    DEFAULT_QUEUE_LIMIT, Impairment, LinkStage, Receiver, TxDrop, Verdict, Wire, WireStats,
+};
 
 use crate::vnet::{
     self, CurVnetError, InitCx, PerVnet, SysInitOrder, TeardownCx, Vnet, VnetId, VnetVars,
@@ -50,6 +54,15 @@ pub enum Link {
         tx: Arc<Wire>,
         /// From the other end.
         rx: Arc<Wire>,
+    },
+    /// Joined to a Linux TAP device.
+    Tap {
+        /// Towards the host.
+        tx: Arc<Wire>,
+        /// From the host.
+        rx: Arc<Wire>,
+        /// The device and its pump.
+        dev: Arc<tap::TapHandle>,
     },
 }
 
@@ -122,20 +135,20 @@ impl Ifnet {
         self.up
             && match &self.link {
                 Link::Loopback => true,
-                Link::Epair { tx, .. } => tx.is_alive(),
+                Link::Epair { tx, .. } | Link::Tap { tx, .. } => tx.is_alive(),
             }
     }
     /// The wire frames arrive on, if any.
     pub fn rx_wire(&self) -> Option<&Arc<Wire>> {
         match &self.link {
-            Link::Epair { rx, .. } => Some(rx),
+            Link::Epair { rx, .. } | Link::Tap { rx, .. } => Some(rx),
             Link::Loopback => None,
         }
     }
     /// The wire frames leave on, if any.
     pub fn tx_wire(&self) -> Option<&Arc<Wire>> {
         match &self.link {
-            Link::Epair { tx, .. } => Some(tx),
+            Link::Epair { tx, .. } | Link::Tap { tx, .. } => Some(tx),
             Link::Loopback => None,
         }
     }
@@ -144,9 +157,18 @@ impl Ifnet {
 impl Drop for Ifnet {
     /// An interface that ceases to exist takes its link down with it.
     fn drop(&mut self) {
-        if let Link::Epair { tx, rx } = &self.link {
-            tx.close_sender();
-            rx.kill();
+        match &self.link {
+            Link::Epair { tx, rx } => {
+                tx.close_sender();
+                rx.kill();
+            }
+            // Dropping the handle (the last reference) stops the pump and
+            // closes the device.
+            Link::Tap { tx, rx, .. } => {
+                tx.kill();
+                rx.kill();
+            }
+            Link::Loopback => {}
         }
     }
 }
@@ -166,8 +188,10 @@ pub struct IfInfo {
     pub up: bool,
     /// Up and link alive.
     pub running: bool,
-    /// `"loopback"` or `"epair"`.
+    /// `"loopback"`, `"epair"` or `"tap"`.
     pub kind: &'static str,
+    /// The host interface of a TAP link.
+    pub host: Option<String>,
     /// Home vnet.
     pub home: VnetId,
     /// Counters.
@@ -195,6 +219,9 @@ pub enum IfError {
     /// Moving an interface to the vnet it is in.
     #[error("interface {0:?} is already in that vnet")]
     SameVnet(String),
+    /// The host refused (opening a TAP device, for instance).
+    #[error("host interface {0:?}: {1}")]
+    Host(String, String),
     /// The vnet could not be entered.
     #[error(transparent)]
     Vnet(#[from] CurVnetError),
@@ -333,6 +360,8 @@ impl IfnetTable {
 
     /// Takes in an interface coming home or moved here; refuses (handing it
     /// back) if its name is taken.
+    // The refusal hands the interface itself back, so nothing is lost.
+    #[allow(clippy::result_large_err)]
     fn adopt(&mut self, ifp: Ifnet) -> Result<IfIndex, Ifnet> {
         if self.by_name(&ifp.name).is_some() {
             return Err(ifp);
@@ -383,6 +412,11 @@ fn info(i: &Ifnet) -> IfInfo {
         kind: match i.link {
             Link::Loopback => "loopback",
             Link::Epair { .. } => "epair",
+            Link::Tap { .. } => "tap",
+        },
+        host: match &i.link {
+            Link::Tap { dev, .. } => Some(dev.host().to_string()),
+            _ => None,
         },
         home: i.home,
         stats: i.stats.clone(),
@@ -428,6 +462,41 @@ pub fn epair(a: &Arc<Vnet>, a_name: &str, b: &Arc<Vnet>, b_name: &str) -> Result
         return Err(e);
     }
     Ok(())
+}
+
+/// Creates interface `name` in vnet `v`, joined to the Linux TAP device
+/// `host` (created if absent, removed with the interface if we created it);
+/// `io` is the driver's clock and waker. Returns the host-side name.
+///
+/// # Errors
+/// A bad or taken name, or the host refusing the TAP (no privilege, a
+/// non-TAP interface of that name).
+pub fn tap(v: &Arc<Vnet>, name: &str, host: &str, io: HostIo) -> Result<String, IfError> {
+    v.enter(|| vnet::with::<IfnetTable, _>(|t| t.check_new_name(name)))??;
+    let tx = Arc::new(Wire::new());
+    let rx = Arc::new(Wire::new());
+    let dev = tap::start(host, Arc::clone(&tx), Arc::clone(&rx), io)
+        .map_err(|e| IfError::Host(host.to_string(), e.to_string()))?;
+    let host_name = dev.host().to_string();
+    let dev = Arc::new(dev);
+    v.enter(|| {
+        vnet::with::<IfnetTable, _>(|t| {
+            t.check_new_name(name)?;
+            let ifp = Ifnet {
+                name: name.to_string(),
+                index: 0,
+                mac: t.new_mac(),
+                mtu: 1500,
+                up: false,
+                link: Link::Tap { tx, rx, dev },
+                home: t.vnet,
+                stats: IfStats::default(),
+            };
+            t.attach(ifp);
+            Ok::<(), IfError>(())
+        })
+    })??;
+    Ok(host_name)
 }
 
 /// Runs `f` on the named interface of the current vnet.
@@ -489,6 +558,7 @@ pub fn push_tx_stage(name: &str, stage: Box<dyn LinkStage>) -> Result<(), IfErro
 /// # Errors
 /// No such interface, the loopback, the name taken in `to`, or the same vnet.
 /// On error the interface stays where it was.
+#[allow(clippy::result_large_err)]
 pub fn vmove(from: &Arc<Vnet>, name: &str, to: &Arc<Vnet>) -> Result<(), IfError> {
     if Arc::ptr_eq(from, to) {
         return Err(IfError::SameVnet(name.to_string()));

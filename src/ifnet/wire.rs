@@ -7,7 +7,7 @@
 //! in, so a wire never reads a clock.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -97,10 +97,21 @@ pub enum TxDrop {
     Stage(&'static str),
 }
 
+/// Who reads a wire.
+#[derive(Clone)]
+pub enum Receiver {
+    /// Nobody (an end being moved): frames are dropped.
+    None,
+    /// An interface of this vnet, which the sender's poll says to wake.
+    Vnet(VnetId),
+    /// A host-side pump (a TAP device), told by calling this.
+    Host(Arc<dyn Fn() + Send + Sync>),
+}
+
 struct Inner {
     queue: VecDeque<(Instant, Vec<u8>)>,
-    /// The vnet that holds the receiving end, woken when frames arrive.
-    rx_owner: Option<VnetId>,
+    /// Who takes frames off this wire.
+    rx: Receiver,
     /// False once either end is destroyed.
     alive: bool,
     limit: usize,
@@ -118,7 +129,14 @@ impl std::fmt::Debug for Wire {
         let g = self.lock();
         f.debug_struct("Wire")
             .field("queued", &g.queue.len())
-            .field("rx_owner", &g.rx_owner)
+            .field(
+                "rx",
+                &match &g.rx {
+                    Receiver::None => "none".to_string(),
+                    Receiver::Vnet(v) => format!("vnet {v}"),
+                    Receiver::Host(_) => "host".to_string(),
+                },
+            )
             .field("alive", &g.alive)
             .finish()
     }
@@ -133,7 +151,7 @@ impl Wire {
         Wire {
             inner: Mutex::new(Inner {
                 queue: VecDeque::new(),
-                rx_owner: None,
+                rx: Receiver::None,
                 alive: true,
                 limit: DEFAULT_QUEUE_LIMIT,
                 stages: Vec::new(),
@@ -146,17 +164,23 @@ impl Wire {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a frame sent at `now`. On success returns the vnet to wake and
-    /// when the frame becomes deliverable.
+    /// Queues a frame sent at `now`. On success returns the vnet to wake
+    /// (if a vnet reads this wire) and when the frame becomes deliverable;
+    /// a host-side reader is told directly.
     ///
     /// # Errors
     /// Why the frame was dropped (it is counted on the wire).
-    pub fn send(&self, now: Instant, frame: Vec<u8>) -> Result<(VnetId, Instant), TxDrop> {
+    pub fn send(&self, now: Instant, frame: Vec<u8>) -> Result<Option<(VnetId, Instant)>, TxDrop> {
         let mut g = self.lock();
-        let Some(owner) = g.rx_owner.filter(|_| g.alive) else {
+        let rx = if g.alive {
+            g.rx.clone()
+        } else {
+            Receiver::None
+        };
+        if matches!(rx, Receiver::None) {
             g.stats.drop_down += 1;
             return Err(TxDrop::Down);
-        };
+        }
         if g.queue.len() >= g.limit {
             g.stats.drop_full += 1;
             return Err(TxDrop::Full);
@@ -182,7 +206,15 @@ impl Wire {
         }
         inner.queue.push_back((at, frame));
         inner.stats.queued += 1;
-        Ok((owner, at))
+        drop(g);
+        match rx {
+            Receiver::Vnet(v) => Ok(Some((v, at))),
+            Receiver::Host(notify) => {
+                notify();
+                Ok(None)
+            }
+            Receiver::None => unreachable!("checked above"),
+        }
     }
 
     /// Moves every frame deliverable at `now` into `out`, and returns when
@@ -207,7 +239,13 @@ impl Wire {
 
     /// Sets (or clears) the vnet that receives from this wire.
     pub fn set_rx_owner(&self, owner: Option<VnetId>) {
-        self.lock().rx_owner = owner;
+        self.lock().rx = owner.map_or(Receiver::None, Receiver::Vnet);
+    }
+
+    /// Makes a host-side pump the reader of this wire; `notify` is called
+    /// after each frame is queued.
+    pub fn set_host_rx(&self, notify: Arc<dyn Fn() + Send + Sync>) {
+        self.lock().rx = Receiver::Host(notify);
     }
 
     /// Marks the wire dead because its sending end is gone: nothing more is

@@ -226,10 +226,12 @@ impl Inet {
             return;
         };
         match wire.send(self.now, frame) {
-            Ok((vnet, at)) => {
+            Ok(wake) => {
                 ifp.stats.opackets += 1;
                 ifp.stats.obytes += len;
-                self.note_wake(vnet, at);
+                if let Some((vnet, at)) = wake {
+                    self.note_wake(vnet, at);
+                }
             }
             Err(_) => {
                 ifp.stats.oerrors += 1;

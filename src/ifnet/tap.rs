@@ -1,0 +1,239 @@
+//! TAP links: a vnet interface joined to a Linux TAP device, so the kernel
+//! stack on the other side (the host, or a network namespace the TAP was
+//! moved into) exchanges real Ethernet frames with the vnet.
+//!
+//! This is an OS edge: the only place in `ifnet` that touches descriptors.
+//! Each TAP has a pump thread that waits in `poll(2)` on the TAP and on an
+//! eventfd. Frames the kernel writes are put on the interface's receive
+//! wire and the owning vnet is woken through the driver's [`HostIo`];
+//! frames the vnet sends land on the transmit wire, whose reader is this
+//! pump (told through the eventfd), and are written to the TAP.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use smoltcp::time::Instant;
+
+use super::wire::Wire;
+use crate::vnet::VnetId;
+
+/// What a host-side pump needs from the driver: its clock, and a way to
+/// wake a vnet that has frames to read.
+#[derive(Clone)]
+pub struct HostIo {
+    /// The driver's clock.
+    pub now: Arc<dyn Fn() -> Instant + Send + Sync>,
+    /// Asks the driver to poll a vnet at a time.
+    pub wake: Arc<dyn Fn(VnetId, Instant) + Send + Sync>,
+}
+
+impl std::fmt::Debug for HostIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HostIo")
+    }
+}
+
+/// Opens (creating if absent) the TAP device `name`, without packet
+/// information headers. Returns the descriptor and the name the kernel
+/// gave it.
+fn open_tap(name: &str) -> io::Result<(File, String)> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad interface name",
+        ));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    let cname = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))?;
+    for (d, s) in ifr.ifr_name.iter_mut().zip(cname.as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF reads and writes one ifreq, which lives for the call
+    // on a descriptor we own.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut ifr) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fcntl on a descriptor we own.
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    // SAFETY: as above; the pump never blocks in read.
+    if flags < 0
+        || unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    let got: Vec<u8> = ifr
+        .ifr_name
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    Ok((file, String::from_utf8_lossy(&got).into_owned()))
+}
+
+fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd has no pointer arguments.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned to us and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn signal(fd: &OwnedFd) {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: writes 8 bytes from a live buffer to an eventfd we hold.
+    unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+}
+
+fn drain(fd: &OwnedFd) {
+    let mut b = [0u8; 8];
+    // SAFETY: reads at most 8 bytes into a live buffer.
+    unsafe { libc::read(fd.as_raw_fd(), b.as_mut_ptr().cast(), b.len()) };
+}
+
+/// The running pump of one TAP; dropping it stops the thread and closes
+/// the device (a TAP vnetd created disappears with it).
+pub struct TapHandle {
+    host: String,
+    stop: Arc<AtomicBool>,
+    kick: Arc<OwnedFd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for TapHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TapHandle")
+            .field("host", &self.host)
+            .finish()
+    }
+}
+
+impl TapHandle {
+    /// The host-side interface name.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+}
+
+impl Drop for TapHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        signal(&self.kick);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Opens TAP `host` and starts its pump between the device and the two
+/// wires: `to_host` (read by the pump) and `from_host` (read by the vnet
+/// `owner`).
+///
+/// # Errors
+/// Opening the device or starting the thread.
+pub fn start(
+    host: &str,
+    to_host: Arc<Wire>,
+    from_host: Arc<Wire>,
+    io: HostIo,
+) -> io::Result<TapHandle> {
+    let (file, name) = open_tap(host)?;
+    let kick = Arc::new(eventfd()?);
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let kick = Arc::clone(&kick);
+        to_host.set_host_rx(Arc::new(move || signal(&kick)));
+    }
+    let (k2, s2) = (Arc::clone(&kick), Arc::clone(&stop));
+    let thread = std::thread::Builder::new()
+        .name(format!("tap-{name}"))
+        .spawn(move || pump(file, &k2, &s2, &to_host, &from_host, &io))?;
+    Ok(TapHandle {
+        host: name,
+        stop,
+        kick,
+        thread: Some(thread),
+    })
+}
+
+fn pump(
+    mut tap: File,
+    kick: &OwnedFd,
+    stop: &AtomicBool,
+    to_host: &Wire,
+    from_host: &Wire,
+    io: &HostIo,
+) {
+    let mut buf = vec![0u8; 65536 + 64];
+    let mut out = Vec::new();
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: tap.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: kick.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: polls two descriptors we hold, described by a live array.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            log::warn!("tap pump: poll failed: {}", io::Error::last_os_error());
+            return;
+        }
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if fds[1].revents != 0 {
+            drain(kick);
+        }
+        // The vnet's frames to the host.
+        to_host.recv_due(Instant::from_micros(i64::MAX / 2), &mut out);
+        for f in out.drain(..) {
+            // A TAP whose host side is down refuses writes: the frame is
+            // lost, as on a cable with nobody at the other end.
+            let _ = tap.write(&f);
+        }
+        // The host's frames to the vnet.
+        if fds[0].revents & libc::POLLIN != 0 {
+            loop {
+                match tap.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let now = (io.now)();
+                        if let Ok(Some((v, at))) = from_host.send(now, buf[..n].to_vec()) {
+                            (io.wake)(v, at);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        log::debug!("tap pump: read: {e}");
+                        break;
+                    }
+                }
+            }
+        } else if fds[0].revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+            // The device is gone; wait only for the stop signal.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
