@@ -325,7 +325,8 @@ fn a_vnet_client_downloads_16_mib_from_python_http_server_in_the_namespace() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let server: SocketAddr = "10.50.0.1:8000".parse().unwrap();
-    let result: Arc<Mutex<Option<Result<Vec<u8>, String>>>> = Arc::new(Mutex::new(None));
+    type Download = Option<Result<Vec<u8>, String>>;
+    let result: Arc<Mutex<Download>> = Arc::new(Mutex::new(None));
     let r2 = Arc::clone(&result);
     let c = w.v.enter(|| socket::tcp_connect(server, None)).unwrap();
     let mut sent_req = false;
