@@ -528,3 +528,78 @@ impl Daemon {
         }
     }
 }
+
+#[test]
+fn a_tap_link_made_with_vnetctl_reaches_the_kernel_and_goes_away_with_vnetd() {
+    if !privileged() {
+        return;
+    }
+    let mut d = Daemon::start("tap");
+    let ns = format!("vnet-test-{}-ctl", std::process::id());
+    let host = format!("vc{}", std::process::id() % 100_000);
+    let ip = |args: &[&str]| {
+        let o = Command::new("ip").args(args).output().unwrap();
+        assert!(o.status.success(), "ip {args:?}: {}", stderr(&o));
+    };
+    struct NsGuard(String);
+    impl Drop for NsGuard {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+        }
+    }
+    let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+    ip(&["netns", "add", &ns]);
+    let _guard = NsGuard(ns.clone());
+    d.ok("vnet add edge");
+    d.ok(&format!("-n edge link add eth0 type tap host {host}"));
+    d.ok("-n edge link set eth0 up");
+    d.ok("-n edge addr add 10.60.0.2/24 dev eth0");
+    ip(&["link", "set", &host, "netns", &ns]);
+    ip(&["-n", &ns, "addr", "add", "10.60.0.1/24", "dev", &host]);
+    ip(&["-n", &ns, "link", "set", &host, "up"]);
+    let ping = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "ping",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "10.60.0.2",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    let links = d.json("-n edge link show");
+    let eth0 = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "eth0")
+        .unwrap();
+    assert_eq!(
+        (eth0["kind"].as_str(), eth0["host"].as_str()),
+        (Some("tap"), Some(host.as_str()))
+    );
+    assert!(eth0["stats"]["rx_packets"].as_u64().unwrap() >= 2);
+    // Only root links vnets to the host.
+    let o = d.ctl_as(Some(65534), "vnet add theirs");
+    assert!(o.status.success());
+    let o = d.ctl_as(Some(65534), "-n theirs link add t0 type tap host vnetnope0");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("root's to create"), "{}", stderr(&o));
+    assert!(d.stop().success());
+    let gone = Command::new("ip")
+        .args(["-n", &ns, "link", "show", &host])
+        .output()
+        .unwrap();
+    assert!(!gone.status.success(), "the TAP outlived vnetd");
+}

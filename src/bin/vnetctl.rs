@@ -89,6 +89,7 @@ enum VnetCmd {
 #[derive(Subcommand, Debug)]
 enum LinkCmd {
     /// Create an interface: `link add NAME type epair peer PEER [vnet OTHER]`
+    /// or `link add NAME type tap host HOSTIF`
     Add {
         /// Its name
         name: String,
@@ -128,6 +129,20 @@ enum LinkKind {
     Epair {
         #[command(subcommand)]
         peer: PeerKw,
+    },
+    /// A Linux TAP device on the host (created if absent)
+    Tap {
+        #[command(subcommand)]
+        host: HostKw,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum HostKw {
+    /// The host-side interface
+    Host {
+        /// Its name on the host
+        name: String,
     },
 }
 
@@ -291,6 +306,16 @@ fn request(cmd: Cmd, vnet: &str) -> (Op, Printer) {
             },
             Printer::Nothing,
         ),
+        Cmd::Link(LinkCmd::Add {
+            name,
+            kind:
+                TypeKw::Type {
+                    kind:
+                        LinkKind::Tap {
+                            host: HostKw::Host { name: host },
+                        },
+                },
+        }) => (Op::LinkAddTap { vnet, name, host }, Printer::Nothing),
         Cmd::Link(LinkCmd::Set { name, action }) => {
             let (up, mtu, to_vnet) = match action {
                 LinkSet::Up => (Some(true), None, None),

@@ -71,6 +71,16 @@ pub enum Op {
         /// Vnet of the second end (default: the same vnet).
         peer_vnet: Option<String>,
     },
+    /// Create interface `name` in `vnet`, joined to the Linux TAP device
+    /// `host` (created if absent).
+    LinkAddTap {
+        /// The vnet.
+        vnet: String,
+        /// The interface's name in the vnet.
+        name: String,
+        /// The TAP device's name on the host.
+        host: String,
+    },
     /// Change an interface: up/down, MTU, or move it to another vnet.
     LinkSet {
         /// Its vnet.

@@ -222,6 +222,21 @@ impl Server {
                 ifnet::epair(&a, &name, &b, &peer).map_err(|e| if_err(&vnet, e))?;
                 Ok(Value::Null)
             }
+            Op::LinkAddTap { vnet, name, host } => {
+                let v = self.owned(uid, &vnet)?;
+                if uid != 0 {
+                    return Err(err(
+                        ErrorKind::PermissionDenied,
+                        format!(
+                            "vnet {vnet:?}: links to the host are root's to create (uid {uid})"
+                        ),
+                    ));
+                }
+                let io = self.rt().host_io();
+                let got = ifnet::tap(&v, &name, &host, io).map_err(|e| if_err(&vnet, e))?;
+                log::info!("vnet {vnet:?}: interface {name:?} joined to TAP {got:?}");
+                Ok(json!({ "host": got }))
+            }
             Op::LinkSet {
                 vnet,
                 name,
@@ -263,7 +278,7 @@ impl Server {
                             json!({
                                 "index": l.index, "name": l.name, "kind": l.kind,
                                 "mac": l.mac.0.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
-                                "mtu": l.mtu, "up": l.up,
+                                "mtu": l.mtu, "up": l.up, "host": l.host,
                                 "running": l.running,
                                 "home": self.reg.get(l.home).map(|h| h.name().to_string()),
                                 "stats": {
