@@ -30,6 +30,7 @@ impl Daemon {
             .arg(&sock)
             .arg("--workers")
             .arg("2")
+            .arg("--empty")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()
@@ -513,6 +514,7 @@ impl Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_vnetd"))
             .arg("--socket")
             .arg(sock)
+            .arg("--empty")
             .env("RUST_LOG", "warn")
             .spawn()
             .unwrap();

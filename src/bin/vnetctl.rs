@@ -55,6 +55,13 @@ enum Cmd {
     Sysctl(SysctlCmd),
     /// The vnet's protocol counters
     Stats,
+    /// Make the running state match a topology file
+    Apply {
+        /// The TOML file (`-` for stdin)
+        file: PathBuf,
+    },
+    /// Write the running state as a topology file
+    Dump,
 }
 
 #[derive(Subcommand, Debug)]
@@ -383,6 +390,8 @@ fn request(cmd: Cmd, vnet: &str) -> (Op, Printer) {
             (Op::SysctlSet { vnet, key, value }, Printer::Nothing)
         }
         Cmd::Stats => (Op::Stats { vnet }, Printer::Stats),
+        Cmd::Apply { .. } => unreachable!("read by `one` before the request is made"),
+        Cmd::Dump => (Op::Dump, Printer::Dump),
     }
 }
 
@@ -395,6 +404,8 @@ enum Printer {
     Routes,
     Sysctl,
     Stats,
+    Changes,
+    Dump,
 }
 
 fn s(v: &Value, k: &str) -> String {
@@ -504,6 +515,16 @@ fn print(p: &Printer, v: &Value, json: bool) {
                 }
             }
         }
+        Printer::Changes => {
+            let rows = rows();
+            if rows.is_empty() {
+                println!("no changes");
+            }
+            for x in rows {
+                println!("{}", x.as_str().unwrap_or_default());
+            }
+        }
+        Printer::Dump => print!("{}", v["toml"].as_str().unwrap_or_default()),
     }
 }
 
@@ -513,7 +534,23 @@ fn one(client: &mut Client, cli: Cli) -> u8 {
         eprintln!("vnetctl: no command (try --help)");
         return 1;
     };
-    let (op, printer) = request(cmd, cli.vnet.as_deref().unwrap_or("vnet0"));
+    let (op, printer) = match cmd {
+        Cmd::Apply { file } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(&file)
+            };
+            match text {
+                Ok(toml) => (Op::Apply { toml }, Printer::Changes),
+                Err(e) => {
+                    eprintln!("vnetctl: {}: {e}", file.display());
+                    return 1;
+                }
+            }
+        }
+        cmd => request(cmd, cli.vnet.as_deref().unwrap_or("vnet0")),
+    };
     match client.call(op) {
         Ok(Ok(v)) => {
             print(&printer, &v, cli.json);
@@ -521,7 +558,12 @@ fn one(client: &mut Client, cli: Cli) -> u8 {
         }
         Ok(Err(e)) => {
             eprintln!("vnetctl: {}", e.message);
-            2
+            if e.kind == vnet::ctl::proto::ErrorKind::Invalid && matches!(printer, Printer::Changes)
+            {
+                1
+            } else {
+                2
+            }
         }
         Err(e) => {
             eprintln!("vnetctl: {e}");

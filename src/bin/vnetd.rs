@@ -25,13 +25,29 @@ struct Args {
     /// Worker threads that run the stacks [default: one per core]
     #[arg(long)]
     workers: Option<usize>,
+    /// Topology file to build at start and re-read on SIGHUP [default: the
+    /// shipped two-hosts example]
+    #[arg(long, short = 'c', value_name = "FILE", conflicts_with = "empty")]
+    config: Option<PathBuf>,
+    /// Start with no vnets but vnet0 (no default topology)
+    #[arg(long)]
+    empty: bool,
+}
+
+/// The topology used when no --config is given.
+const DEFAULT_TOPOLOGY: &str = include_str!("../../examples/topologies/two-hosts.toml");
+
+fn config_name(args: &Args) -> String {
+    args.config
+        .as_ref()
+        .map_or("the default topology".into(), |f| f.display().to_string())
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
-    let path = args.socket.unwrap_or_else(ctl::default_socket_path);
-    match run(&path, args.workers) {
+    let path = args.socket.clone().unwrap_or_else(ctl::default_socket_path);
+    match run(&path, &args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
@@ -40,7 +56,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(path: &PathBuf, workers: Option<usize>) -> Result<(), String> {
+fn read_config(args: &Args) -> Result<Option<String>, String> {
+    match &args.config {
+        Some(f) => std::fs::read_to_string(f)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", f.display())),
+        None if args.empty => Ok(None),
+        None => Ok(Some(DEFAULT_TOPOLOGY.to_string())),
+    }
+}
+
+fn run(path: &PathBuf, args: &Args) -> Result<(), String> {
+    let workers = args.workers;
+    let topology = read_config(args)?;
+    if let Some(t) = &topology {
+        // Refuse a bad file before touching the socket.
+        vnet::ctl::topology::parse(t).map_err(|e| format!("{}: {e}", config_name(args)))?;
+    }
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
             return Err(format!("another vnetd is serving {}", path.display()));
@@ -63,6 +95,12 @@ fn run(path: &PathBuf, workers: Option<usize>) -> Result<(), String> {
         .map_or(0, |d| d.as_nanos() as u64)
         ^ u64::from(std::process::id());
     let server = Arc::new(Server::new(Registry::new(seed), Realtime::start(workers)));
+    if let Some(t) = &topology {
+        let done = server
+            .apply(t, 0)
+            .map_err(|e| format!("{}: {}", config_name(args), e.message))?;
+        log::info!("{}: {} change(s) made", config_name(args), done.len());
+    }
     let srv = Arc::clone(&server);
     let accept = std::thread::Builder::new()
         .name("vnetd-accept".into())
@@ -74,7 +112,19 @@ fn run(path: &PathBuf, workers: Option<usize>) -> Result<(), String> {
     );
     for sig in signals.forever() {
         match sig {
-            SIGHUP => log::info!("SIGHUP: no topology file to re-read"),
+            SIGHUP => match &args.config {
+                None => log::info!("SIGHUP: no --config file to re-read"),
+                Some(_) => match read_config(args).map(|t| t.map(|t| server.apply(&t, 0))) {
+                    Ok(Some(Ok(done))) => log::info!(
+                        "SIGHUP: {} re-read, {} change(s)",
+                        config_name(args),
+                        done.len()
+                    ),
+                    Ok(Some(Err(e))) => log::error!("SIGHUP: {}: {}", config_name(args), e.message),
+                    Ok(None) => {}
+                    Err(e) => log::error!("SIGHUP: {e}"),
+                },
+            },
             _ => {
                 log::info!("signal {sig}: shutting down");
                 break;

@@ -12,6 +12,7 @@ pub mod client;
 pub mod peercred;
 pub mod proto;
 pub mod server;
+pub mod topology;
 
 /// Where vnetd listens by default: `/run/vnetd.sock` for root,
 /// `$XDG_RUNTIME_DIR/vnetd.sock` for other users; `VNETD_SOCKET` overrides

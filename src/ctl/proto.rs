@@ -173,6 +173,13 @@ pub enum Op {
         /// The vnet.
         vnet: String,
     },
+    /// Make the running state match a topology file (its text).
+    Apply {
+        /// The file's TOML text.
+        toml: String,
+    },
+    /// The running state as a topology file.
+    Dump,
 }
 
 impl Op {
@@ -187,6 +194,7 @@ impl Op {
                 | Op::RouteShow { .. }
                 | Op::SysctlGet { .. }
                 | Op::Stats { .. }
+                | Op::Dump
         )
     }
 }

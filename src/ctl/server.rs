@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use smoltcp::wire::{IpAddress, IpCidr};
 
 use super::proto::{self, ErrorBody, ErrorKind, FrameError, Op, Outcome, Reply, Request, VERSION};
+use super::topology;
 use crate::driver::realtime::Realtime;
 use crate::ifnet::{self, IfError};
 use crate::stack::route::RouteKind;
@@ -402,7 +403,43 @@ impl Server {
                         .collect(),
                 ))
             }
+            Op::Apply { toml } => Ok(json!(self.apply(&toml, uid)?)),
+            Op::Dump => {
+                let t = topology::dump(&self.reg);
+                let text = toml::to_string_pretty(&t)
+                    .map_err(|e| err(ErrorKind::Invalid, e.to_string()))?;
+                Ok(json!({ "toml": text }))
+            }
         }
+    }
+
+    /// Makes the running state match a topology (see [`super::topology`]),
+    /// acting as `uid`. Returns the changes made, one line each.
+    ///
+    /// # Errors
+    /// The file's parse error, or the first change refused (the changes
+    /// before it stay made; the message counts them).
+    pub fn apply(&self, text: &str, uid: u32) -> Result<Vec<String>, ErrorBody> {
+        let want = topology::parse(text).map_err(|e| err(ErrorKind::Invalid, e))?;
+        let mut done = Vec::new();
+        for op in topology::plan(&self.reg, &want) {
+            let line = topology::describe(&op);
+            if let Err(e) = self.run(op, uid) {
+                return Err(err(
+                    e.kind,
+                    format!(
+                        "{} (while doing `{line}`; {} change(s) made before)",
+                        e.message,
+                        done.len()
+                    ),
+                ));
+            }
+            done.push(line);
+        }
+        if !done.is_empty() {
+            log::info!("topology applied: {} change(s)", done.len());
+        }
+        Ok(done)
     }
 
     fn vnet_view(&self, v: &Vnet) -> Value {

@@ -192,6 +192,9 @@ pub struct IfInfo {
     pub kind: &'static str,
     /// The host interface of a TAP link.
     pub host: Option<String>,
+    /// The same for both ends of one epair (and for no other interface):
+    /// how a listing pairs them up.
+    pub link_id: usize,
     /// Home vnet.
     pub home: VnetId,
     /// Counters.
@@ -417,6 +420,11 @@ fn info(i: &Ifnet) -> IfInfo {
         host: match &i.link {
             Link::Tap { dev, .. } => Some(dev.host().to_string()),
             _ => None,
+        },
+        link_id: match &i.link {
+            Link::Epair { tx, rx } => (Arc::as_ptr(tx) as usize).min(Arc::as_ptr(rx) as usize),
+            Link::Tap { tx, .. } => Arc::as_ptr(tx) as usize,
+            Link::Loopback => 0,
         },
         home: i.home,
         stats: i.stats.clone(),

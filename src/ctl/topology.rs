@@ -1,0 +1,558 @@
+//! Topology files: a declarative TOML description of vnets, links,
+//! addresses, routes and tunables.
+//!
+//! ```toml
+//! [vnet.red.link.eth0]
+//! type = "epair"                          # or "tap" with host = "tapname"
+//! peer = { vnet = "blue", name = "eth0" }
+//! up = true
+//! mtu = 1500
+//! addr = ["10.0.0.1/24", "fd00::1/64"]
+//!
+//! [vnet.blue]
+//! route = [{ dst = "default", via = "10.0.0.1" }]
+//! sysctl = { "net.inet.ip.forwarding" = 1 }
+//!
+//! [vnet.blue.link.eth0]                   # the epair's other end
+//! up = true
+//! addr = ["10.0.0.2/24"]
+//! ```
+//!
+//! [`plan`] compares a file with the running state and lists the requests
+//! that make the state match it, creating, changing and removing only what
+//! differs; [`dump`] writes the running state in the same format, so that
+//! applying a dump changes nothing. Parse errors name the line, column and
+//! field (from the TOML parser); semantic errors name the vnet, link and
+//! field.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::proto::Op;
+use crate::ifnet;
+use crate::stack::route::RouteKind;
+use crate::stack::sysctl::{self, Tunables};
+use crate::stack::{self};
+use crate::vnet::{Registry, VnetId};
+
+/// A whole topology.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// The vnets, by name (`vnet0` may appear, to describe its links).
+    #[serde(default)]
+    pub vnet: BTreeMap<String, VnetSpec>,
+}
+
+/// One vnet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VnetSpec {
+    /// Its parent (default `vnet0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Tunables that differ from the defaults.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctl: BTreeMap<String, u64>,
+    /// Static routes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route: Vec<RouteSpec>,
+    /// Interfaces other than `lo0`, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub link: BTreeMap<String, LinkSpec>,
+}
+
+/// The far end of an epair.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSpec {
+    /// Its vnet.
+    pub vnet: String,
+    /// Its name there.
+    pub name: String,
+}
+
+/// One interface.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    /// `"epair"` or `"tap"` on the end that creates the link; absent on
+    /// the far end of an epair.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// For an epair: the other end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PeerSpec>,
+    /// For a TAP: the host-side name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// MTU (default 1500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<usize>,
+    /// Administratively up.
+    #[serde(default)]
+    pub up: bool,
+    /// Addresses with prefix lengths.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addr: Vec<String>,
+}
+
+/// One static route.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Destination prefix, or `default` / `default6`.
+    pub dst: String,
+    /// Gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// Outgoing interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+}
+
+/// Reads a topology.
+///
+/// # Errors
+/// The parser's message: line, column, and the field at fault.
+pub fn parse(text: &str) -> Result<Topology, String> {
+    let t: Topology = toml::from_str(text).map_err(|e| e.to_string())?;
+    for (vn, v) in &t.vnet {
+        for (ln, l) in &v.link {
+            let at = format!("vnet {vn:?} link {ln:?}");
+            match l.kind.as_deref() {
+                Some("epair") if l.peer.is_none() => {
+                    return Err(format!("{at}: an epair needs peer = {{ vnet, name }}"));
+                }
+                Some("epair") => {
+                    let p = l.peer.as_ref().expect("checked");
+                    let far = t.vnet.get(&p.vnet).and_then(|fv| fv.link.get(&p.name));
+                    if far.is_some_and(|f| f.kind.is_some()) {
+                        return Err(format!(
+                            "{at}: its peer {:?} in vnet {:?} declares a type too; describe the epair on one end only",
+                            p.name, p.vnet
+                        ));
+                    }
+                }
+                Some("tap") if l.host.is_none() => {
+                    return Err(format!("{at}: a tap needs host = \"NAME\""));
+                }
+                Some("tap") | None => {}
+                Some(k) => {
+                    return Err(format!("{at}: type {k:?} is not one of \"epair\", \"tap\""));
+                }
+            }
+            if l.kind.is_none() && !is_far_end(&t, vn, ln) {
+                return Err(format!(
+                    "{at}: no type, and no epair in the file names it as its peer"
+                ));
+            }
+        }
+    }
+    Ok(t)
+}
+
+fn is_far_end(t: &Topology, vnet: &str, name: &str) -> bool {
+    t.vnet.values().any(|v| {
+        v.link.values().any(|l| {
+            l.kind.as_deref() == Some("epair")
+                && l.peer
+                    .as_ref()
+                    .is_some_and(|p| p.vnet == vnet && p.name == name)
+        })
+    })
+}
+
+/// What a link is, seen from either of its ends: comparing shapes tells
+/// whether a link in the file is the one running, whichever end the file or
+/// the dump describes it on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Shape {
+    Epair(PeerSpec),
+    Tap(String),
+    Unknown,
+}
+
+fn desired_shape(t: &Topology, vnet: &str, name: &str, l: &LinkSpec) -> Shape {
+    match (l.kind.as_deref(), &l.peer, &l.host) {
+        (Some("epair"), Some(p), _) => Shape::Epair(p.clone()),
+        (Some("tap"), _, Some(h)) => Shape::Tap(h.clone()),
+        _ => t
+            .vnet
+            .iter()
+            .flat_map(|(ov, v)| v.link.iter().map(move |(on, l)| (ov, on, l)))
+            .find(|(_, _, l)| {
+                l.kind.as_deref() == Some("epair")
+                    && l.peer
+                        .as_ref()
+                        .is_some_and(|p| p.vnet == vnet && p.name == name)
+            })
+            .map_or(Shape::Unknown, |(ov, on, _)| {
+                Shape::Epair(PeerSpec {
+                    vnet: ov.clone(),
+                    name: on.clone(),
+                })
+            }),
+    }
+}
+
+/// The running state, in the file's shape.
+pub fn dump(reg: &Registry) -> Topology {
+    let vnets = reg.list();
+    let names: BTreeMap<VnetId, String> = vnets
+        .iter()
+        .map(|v| (v.id(), v.name().to_string()))
+        .collect();
+    // Which two interfaces share an epair.
+    let mut ends: BTreeMap<usize, Vec<(String, String)>> = BTreeMap::new();
+    let mut all = BTreeMap::new();
+    for v in &vnets {
+        let links = v.enter(ifnet::list).unwrap_or_default();
+        for l in &links {
+            if l.kind == "epair" {
+                ends.entry(l.link_id)
+                    .or_default()
+                    .push((v.name().to_string(), l.name.clone()));
+            }
+        }
+        all.insert(v.name().to_string(), (v.clone(), links));
+    }
+    let defaults = Tunables::default();
+    let mut t = Topology::default();
+    for (vn, (v, links)) in &all {
+        let mut spec = VnetSpec {
+            parent: v
+                .parent()
+                .filter(|p| *p != VnetId::VNET0)
+                .and_then(|p| names.get(&p).cloned()),
+            ..VnetSpec::default()
+        };
+        for (k, val) in v.enter(sysctl::all).unwrap_or_default() {
+            if defaults.get(k).ok() != Some(val) {
+                spec.sysctl.insert(k.to_string(), val);
+            }
+        }
+        let addrs = v.enter(stack::addrs).unwrap_or_default();
+        for r in v.enter(stack::routes).unwrap_or_default() {
+            if r.kind == RouteKind::Static {
+                let dst = match (r.dst.prefix_len(), r.dst) {
+                    (0, smoltcp::wire::IpCidr::Ipv4(_)) => "default".to_string(),
+                    (0, _) => "default6".to_string(),
+                    _ => r.dst.to_string(),
+                };
+                spec.route.push(RouteSpec {
+                    dst,
+                    via: r.gateway.map(|g| g.to_string()),
+                    dev: r.gateway.is_none().then(|| r.dev.clone()),
+                });
+            }
+        }
+        spec.route.sort();
+        for l in links.iter().filter(|l| l.kind != "loopback") {
+            let mut ls = LinkSpec {
+                mtu: (l.mtu != 1500).then_some(l.mtu),
+                up: l.up,
+                addr: addrs
+                    .iter()
+                    .filter(|(d, _)| *d == l.name)
+                    .map(|(_, c)| c.to_string())
+                    .collect(),
+                ..LinkSpec::default()
+            };
+            match l.kind {
+                "tap" => {
+                    ls.kind = Some("tap".into());
+                    ls.host = l.host.clone();
+                }
+                _ => {
+                    let pair = ends.get(&l.link_id).cloned().unwrap_or_default();
+                    let me = (vn.clone(), l.name.clone());
+                    let mut sorted = pair.clone();
+                    sorted.sort();
+                    if sorted.first() == Some(&me)
+                        && let Some((pv, pn)) = pair.iter().find(|e| **e != me)
+                    {
+                        ls.kind = Some("epair".into());
+                        ls.peer = Some(PeerSpec {
+                            vnet: pv.clone(),
+                            name: pn.clone(),
+                        });
+                    }
+                }
+            }
+            spec.link.insert(l.name.clone(), ls);
+        }
+        t.vnet.insert(vn.clone(), spec);
+    }
+    // vnet0 appears only when it has something to say.
+    if t.vnet
+        .get("vnet0")
+        .is_some_and(|s| *s == VnetSpec::default())
+    {
+        t.vnet.remove("vnet0");
+    }
+    t
+}
+
+/// The requests that make the running state match `want`, in an order that
+/// works: vnets first (parents before children), extra links and vnets
+/// removed, links made and set, addresses, routes, tunables.
+pub fn plan(reg: &Registry, want: &Topology) -> Vec<Op> {
+    let have = dump(reg);
+    let mut ops = Vec::new();
+    let empty = VnetSpec::default();
+    // Vnets to create, parents first.
+    let mut made: BTreeSet<String> = have.vnet.keys().cloned().collect();
+    made.insert("vnet0".into());
+    let mut pending: Vec<&String> = want.vnet.keys().filter(|n| !made.contains(*n)).collect();
+    while !pending.is_empty() {
+        let before = pending.len();
+        pending.retain(|n| {
+            let parent = want.vnet[*n]
+                .parent
+                .clone()
+                .unwrap_or_else(|| "vnet0".into());
+            if made.contains(&parent) {
+                ops.push(Op::VnetAdd {
+                    name: (*n).clone(),
+                    parent: want.vnet[*n].parent.clone(),
+                });
+                made.insert((*n).clone());
+                false
+            } else {
+                true
+            }
+        });
+        if pending.len() == before {
+            // A parent that is nowhere: let the server say so.
+            for n in pending.drain(..) {
+                ops.push(Op::VnetAdd {
+                    name: n.clone(),
+                    parent: want.vnet[n].parent.clone(),
+                });
+            }
+        }
+    }
+    // Links that must go: absent from the file, or of another shape.
+    for (vn, hv) in &have.vnet {
+        let wv = want.vnet.get(vn);
+        if wv.is_none() && vn != "vnet0" {
+            continue; // the whole vnet goes below
+        }
+        let wv = wv.unwrap_or(&empty);
+        for (ln, hl) in &hv.link {
+            let keep = wv.link.get(ln).is_some_and(|wl| {
+                desired_shape(want, vn, ln, wl) == desired_shape(&have, vn, ln, hl)
+            });
+            if !keep {
+                ops.push(Op::LinkDel {
+                    vnet: vn.clone(),
+                    name: ln.clone(),
+                });
+            }
+        }
+    }
+    // Vnets that must go, children first.
+    let mut doomed: Vec<&String> = have
+        .vnet
+        .keys()
+        .filter(|n| *n != "vnet0" && !want.vnet.contains_key(*n))
+        .collect();
+    doomed.sort_by_key(|n| std::cmp::Reverse(reg.by_name(n).map_or(0, |v| v.id().0)));
+    for n in doomed {
+        ops.push(Op::VnetDel {
+            name: n.clone(),
+            recursive: true,
+        });
+    }
+    // Then, phase by phase across all vnets (an epair made from one vnet
+    // gives another its far end): links, their settings and addresses,
+    // routes, tunables.
+    let (mut links, mut settings, mut routes, mut tunables) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (vn, wv) in &want.vnet {
+        let hv = have.vnet.get(vn).unwrap_or(&empty);
+        for (ln, wl) in &wv.link {
+            let hl = hv.link.get(ln);
+            let same = hl.is_some_and(|hl| {
+                desired_shape(want, vn, ln, wl) == desired_shape(&have, vn, ln, hl)
+            });
+            // Only the end that declares the link makes it; the far end
+            // appears with it.
+            if !same && wl.kind.is_some() {
+                match desired_shape(want, vn, ln, wl) {
+                    Shape::Epair(p) => links.push(Op::LinkAddEpair {
+                        vnet: vn.clone(),
+                        name: ln.clone(),
+                        peer: p.name,
+                        peer_vnet: Some(p.vnet),
+                    }),
+                    Shape::Tap(h) => links.push(Op::LinkAddTap {
+                        vnet: vn.clone(),
+                        name: ln.clone(),
+                        host: h,
+                    }),
+                    Shape::Unknown => {}
+                }
+            }
+            let fresh = !same;
+            let (h_mtu, h_up, h_addr) = match hl.filter(|_| !fresh) {
+                Some(h) => (h.mtu.unwrap_or(1500), h.up, h.addr.clone()),
+                None => (1500, false, Vec::new()),
+            };
+            let w_mtu = wl.mtu.unwrap_or(1500);
+            if w_mtu != h_mtu {
+                settings.push(Op::LinkSet {
+                    vnet: vn.clone(),
+                    name: ln.clone(),
+                    up: None,
+                    mtu: Some(w_mtu),
+                    to_vnet: None,
+                });
+            }
+            if wl.up != h_up || (wl.up && fresh) {
+                settings.push(Op::LinkSet {
+                    vnet: vn.clone(),
+                    name: ln.clone(),
+                    up: Some(wl.up),
+                    mtu: None,
+                    to_vnet: None,
+                });
+            }
+            let norm = |a: &String| {
+                a.parse::<smoltcp::wire::IpCidr>()
+                    .map(|c| c.to_string())
+                    .unwrap_or(a.clone())
+            };
+            let have_a: BTreeSet<String> = h_addr.iter().map(norm).collect();
+            let want_a: BTreeSet<String> = wl.addr.iter().map(norm).collect();
+            for a in have_a.difference(&want_a) {
+                settings.push(Op::AddrDel {
+                    vnet: vn.clone(),
+                    dev: ln.clone(),
+                    addr: a.clone(),
+                });
+            }
+            for a in want_a.difference(&have_a) {
+                settings.push(Op::AddrAdd {
+                    vnet: vn.clone(),
+                    dev: ln.clone(),
+                    addr: a.clone(),
+                });
+            }
+        }
+        let hr: BTreeMap<_, &RouteSpec> = hv.route.iter().map(|r| (route_key(r), r)).collect();
+        let wr: BTreeMap<_, &RouteSpec> = wv.route.iter().map(|r| (route_key(r), r)).collect();
+        for (k, r) in &hr {
+            if !wr.contains_key(k) {
+                routes.push(Op::RouteDel {
+                    vnet: vn.clone(),
+                    dst: r.dst.clone(),
+                });
+            }
+        }
+        for (k, r) in &wr {
+            if !hr.contains_key(k) {
+                routes.push(Op::RouteAdd {
+                    vnet: vn.clone(),
+                    dst: r.dst.clone(),
+                    via: r.via.clone(),
+                    dev: r.dev.clone(),
+                });
+            }
+        }
+        let defaults = Tunables::default();
+        let keys: BTreeSet<&String> = hv.sysctl.keys().chain(wv.sysctl.keys()).collect();
+        for k in keys {
+            let want_v = wv.sysctl.get(k).copied().or_else(|| defaults.get(k).ok());
+            if let Some(w) = want_v
+                && hv.sysctl.get(k).copied().or_else(|| defaults.get(k).ok()) != Some(w)
+            {
+                tunables.push(Op::SysctlSet {
+                    vnet: vn.clone(),
+                    key: k.clone(),
+                    value: w.to_string(),
+                });
+            }
+        }
+    }
+    ops.extend(links);
+    ops.extend(settings);
+    ops.extend(routes);
+    ops.extend(tunables);
+    ops
+}
+
+/// What makes two routes the same: the prefix, and the gateway, or the
+/// interface when there is no gateway (a gateway's interface follows from
+/// it).
+fn route_key(r: &RouteSpec) -> (String, Option<String>, Option<String>) {
+    let via: Option<smoltcp::wire::IpAddress> = r.via.as_deref().and_then(|v| v.parse().ok());
+    let dst = match r.dst.as_str() {
+        "default" if matches!(via, Some(smoltcp::wire::IpAddress::Ipv6(_))) => "::/0".to_string(),
+        "default" => "0.0.0.0/0".to_string(),
+        "default6" => "::/0".to_string(),
+        d => d
+            .parse::<smoltcp::wire::IpCidr>()
+            .map(|c| crate::stack::route::network(c).to_string())
+            .unwrap_or_else(|_| d.to_string()),
+    };
+    match via {
+        Some(v) => (dst, Some(v.to_string()), None),
+        None => (dst, r.via.clone(), r.dev.clone()),
+    }
+}
+
+/// A one-line account of a request, for the list of changes.
+pub fn describe(op: &Op) -> String {
+    match op {
+        Op::VnetAdd { name, .. } => format!("vnet add {name}"),
+        Op::VnetDel { name, .. } => format!("vnet del {name}"),
+        Op::LinkAddEpair {
+            vnet,
+            name,
+            peer,
+            peer_vnet,
+        } => format!(
+            "-n {vnet} link add {name} type epair peer {peer} vnet {}",
+            peer_vnet.as_deref().unwrap_or(vnet)
+        ),
+        Op::LinkAddTap { vnet, name, host } => {
+            format!("-n {vnet} link add {name} type tap host {host}")
+        }
+        Op::LinkSet {
+            vnet,
+            name,
+            up,
+            mtu,
+            ..
+        } => match (up, mtu) {
+            (Some(true), _) => format!("-n {vnet} link set {name} up"),
+            (Some(false), _) => format!("-n {vnet} link set {name} down"),
+            (_, Some(m)) => format!("-n {vnet} link set {name} mtu {m}"),
+            _ => format!("-n {vnet} link set {name}"),
+        },
+        Op::LinkDel { vnet, name } => format!("-n {vnet} link del {name}"),
+        Op::AddrAdd { vnet, dev, addr } => format!("-n {vnet} addr add {addr} dev {dev}"),
+        Op::AddrDel { vnet, dev, addr } => format!("-n {vnet} addr del {addr} dev {dev}"),
+        Op::RouteAdd {
+            vnet,
+            dst,
+            via,
+            dev,
+        } => {
+            let mut s = format!("-n {vnet} route add {dst}");
+            if let Some(v) = via {
+                s += &format!(" via {v}");
+            }
+            if let Some(d) = dev {
+                s += &format!(" dev {d}");
+            }
+            s
+        }
+        Op::RouteDel { vnet, dst } => format!("-n {vnet} route del {dst}"),
+        Op::SysctlSet { vnet, key, value } => format!("-n {vnet} sysctl set {key}={value}"),
+        other => format!("{other:?}"),
+    }
+}
