@@ -214,12 +214,20 @@ fn pump(
         }
         // The host's frames to the vnet.
         if fds[0].revents & libc::POLLIN != 0 {
-            loop {
+            let now = (io.now)();
+            let mut wake = None;
+            // Wake the vnet once per batch, and at most every 64 frames so
+            // that it starts on a long burst early.
+            for i in 1.. {
                 match tap.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
-                        let now = (io.now)();
-                        if let Ok(Some((v, at))) = from_host.send(now, buf[..n].to_vec()) {
+                        if let Ok(Some(w)) = from_host.send(now, buf[..n].to_vec()) {
+                            wake = Some(w);
+                        }
+                        if i % 64 == 0
+                            && let Some((v, at)) = wake.take()
+                        {
                             (io.wake)(v, at);
                         }
                     }
@@ -230,6 +238,9 @@ fn pump(
                         break;
                     }
                 }
+            }
+            if let Some((v, at)) = wake {
+                (io.wake)(v, at);
             }
         } else if fds[0].revents & (libc::POLLERR | libc::POLLHUP) != 0 {
             // The device is gone; wait only for the stop signal.

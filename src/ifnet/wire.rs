@@ -201,6 +201,7 @@ impl Wire {
             }
         }
         // Frames never overtake each other on a wire.
+        let was_empty = inner.queue.is_empty();
         if let Some((last, _)) = inner.queue.back() {
             at = at.max(*last);
         }
@@ -210,7 +211,11 @@ impl Wire {
         match rx {
             Receiver::Vnet(v) => Ok(Some((v, at))),
             Receiver::Host(notify) => {
-                notify();
+                // The pump empties the queue each time it is told: once per
+                // batch is enough.
+                if was_empty {
+                    notify();
+                }
                 Ok(None)
             }
             Receiver::None => unreachable!("checked above"),
