@@ -96,7 +96,7 @@ enum VnetCmd {
 #[derive(Subcommand, Debug)]
 enum LinkCmd {
     /// Create an interface: `link add NAME type epair peer PEER [vnet OTHER]`
-    /// or `link add NAME type tap host HOSTIF`
+    /// or `link add NAME type tap|af_packet host HOSTIF`
     Add {
         /// Its name
         name: String,
@@ -139,6 +139,12 @@ enum LinkKind {
     },
     /// A Linux TAP device on the host (created if absent)
     Tap {
+        #[command(subcommand)]
+        host: HostKw,
+    },
+    /// An existing host interface, through AF_PACKET in promiscuous mode
+    #[command(name = "af_packet")]
+    AfPacket {
         #[command(subcommand)]
         host: HostKw,
     },
@@ -323,6 +329,16 @@ fn request(cmd: Cmd, vnet: &str) -> (Op, Printer) {
                         },
                 },
         }) => (Op::LinkAddTap { vnet, name, host }, Printer::Nothing),
+        Cmd::Link(LinkCmd::Add {
+            name,
+            kind:
+                TypeKw::Type {
+                    kind:
+                        LinkKind::AfPacket {
+                            host: HostKw::Host { name: host },
+                        },
+                },
+        }) => (Op::LinkAddAfPacket { vnet, name, host }, Printer::Nothing),
         Cmd::Link(LinkCmd::Set { name, action }) => {
             let (up, mtu, to_vnet) = match action {
                 LinkSet::Up => (Some(true), None, None),

@@ -81,6 +81,16 @@ pub enum Op {
         /// The TAP device's name on the host.
         host: String,
     },
+    /// Create interface `name` in `vnet`, attached through `AF_PACKET` to
+    /// the existing host interface `host`.
+    LinkAddAfPacket {
+        /// The vnet.
+        vnet: String,
+        /// The interface's name in the vnet.
+        name: String,
+        /// The host interface.
+        host: String,
+    },
     /// Change an interface: up/down, MTU, or move it to another vnet.
     LinkSet {
         /// Its vnet.

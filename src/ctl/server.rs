@@ -160,6 +160,19 @@ impl Server {
         Ok(v)
     }
 
+    /// Links to the host are root's: they reach traffic that is not the
+    /// user's (delegating them is a later feature).
+    fn host_link_allowed(&self, uid: u32, vnet: &str) -> Result<Arc<Vnet>, ErrorBody> {
+        let v = self.owned(uid, vnet)?;
+        if uid != 0 {
+            return Err(err(
+                ErrorKind::PermissionDenied,
+                format!("vnet {vnet:?}: links to the host are root's to create (uid {uid})"),
+            ));
+        }
+        Ok(v)
+    }
+
     /// Carries out one request for the user `uid`.
     pub fn handle(&self, req: Request, uid: u32) -> Reply {
         let outcome = match self.run(req.op, uid) {
@@ -224,19 +237,18 @@ impl Server {
                 Ok(Value::Null)
             }
             Op::LinkAddTap { vnet, name, host } => {
-                let v = self.owned(uid, &vnet)?;
-                if uid != 0 {
-                    return Err(err(
-                        ErrorKind::PermissionDenied,
-                        format!(
-                            "vnet {vnet:?}: links to the host are root's to create (uid {uid})"
-                        ),
-                    ));
-                }
+                let v = self.host_link_allowed(uid, &vnet)?;
                 let io = self.rt().host_io();
                 let got = ifnet::tap(&v, &name, &host, io).map_err(|e| if_err(&vnet, e))?;
                 log::info!("vnet {vnet:?}: interface {name:?} joined to TAP {got:?}");
                 Ok(json!({ "host": got }))
+            }
+            Op::LinkAddAfPacket { vnet, name, host } => {
+                let v = self.host_link_allowed(uid, &vnet)?;
+                let io = self.rt().host_io();
+                ifnet::af_packet(&v, &name, &host, io).map_err(|e| if_err(&vnet, e))?;
+                log::info!("vnet {vnet:?}: interface {name:?} attached to host interface {host:?}");
+                Ok(json!({ "host": host }))
             }
             Op::LinkSet {
                 vnet,

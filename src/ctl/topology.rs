@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! [vnet.red.link.eth0]
-//! type = "epair"                          # or "tap" with host = "tapname"
+//! type = "epair"                          # or "tap"/"af_packet" with host = "IF"
 //! peer = { vnet = "blue", name = "eth0" }
 //! up = true
 //! mtu = 1500
@@ -171,6 +171,7 @@ fn is_far_end(t: &Topology, vnet: &str, name: &str) -> bool {
 enum Shape {
     Epair(PeerSpec),
     Tap(String),
+    AfPacket(String),
     Unknown,
 }
 
@@ -178,6 +179,7 @@ fn desired_shape(t: &Topology, vnet: &str, name: &str, l: &LinkSpec) -> Shape {
     match (l.kind.as_deref(), &l.peer, &l.host) {
         (Some("epair"), Some(p), _) => Shape::Epair(p.clone()),
         (Some("tap"), _, Some(h)) => Shape::Tap(h.clone()),
+        (Some("af_packet"), _, Some(h)) => Shape::AfPacket(h.clone()),
         _ => t
             .vnet
             .iter()
@@ -261,8 +263,8 @@ pub fn dump(reg: &Registry) -> Topology {
                 ..LinkSpec::default()
             };
             match l.kind {
-                "tap" => {
-                    ls.kind = Some("tap".into());
+                "tap" | "af_packet" => {
+                    ls.kind = Some(l.kind.into());
                     ls.host = l.host.clone();
                 }
                 _ => {
@@ -389,6 +391,11 @@ pub fn plan(reg: &Registry, want: &Topology) -> Vec<Op> {
                         peer_vnet: Some(p.vnet),
                     }),
                     Shape::Tap(h) => links.push(Op::LinkAddTap {
+                        vnet: vn.clone(),
+                        name: ln.clone(),
+                        host: h,
+                    }),
+                    Shape::AfPacket(h) => links.push(Op::LinkAddAfPacket {
                         vnet: vn.clone(),
                         name: ln.clone(),
                         host: h,

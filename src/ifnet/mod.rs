@@ -17,6 +17,7 @@
 //!
 //! The per-vnet table of interfaces is the [`IfnetTable`] subsystem.
 
+pub mod packet;
 pub mod tap;
 mod wire;
 
@@ -62,6 +63,15 @@ pub enum Link {
         /// From the host.
         rx: Arc<Wire>,
         /// The device and its pump.
+        dev: Arc<tap::TapHandle>,
+    },
+    /// Attached to an existing host interface through `AF_PACKET`.
+    Packet {
+        /// Towards the host interface.
+        tx: Arc<Wire>,
+        /// From the host interface.
+        rx: Arc<Wire>,
+        /// The socket and its pump.
         dev: Arc<tap::TapHandle>,
     },
 }
@@ -135,20 +145,22 @@ impl Ifnet {
         self.up
             && match &self.link {
                 Link::Loopback => true,
-                Link::Epair { tx, .. } | Link::Tap { tx, .. } => tx.is_alive(),
+                Link::Epair { tx, .. } | Link::Tap { tx, .. } | Link::Packet { tx, .. } => {
+                    tx.is_alive()
+                }
             }
     }
     /// The wire frames arrive on, if any.
     pub fn rx_wire(&self) -> Option<&Arc<Wire>> {
         match &self.link {
-            Link::Epair { rx, .. } | Link::Tap { rx, .. } => Some(rx),
+            Link::Epair { rx, .. } | Link::Tap { rx, .. } | Link::Packet { rx, .. } => Some(rx),
             Link::Loopback => None,
         }
     }
     /// The wire frames leave on, if any.
     pub fn tx_wire(&self) -> Option<&Arc<Wire>> {
         match &self.link {
-            Link::Epair { tx, .. } | Link::Tap { tx, .. } => Some(tx),
+            Link::Epair { tx, .. } | Link::Tap { tx, .. } | Link::Packet { tx, .. } => Some(tx),
             Link::Loopback => None,
         }
     }
@@ -164,7 +176,7 @@ impl Drop for Ifnet {
             }
             // Dropping the handle (the last reference) stops the pump and
             // closes the device.
-            Link::Tap { tx, rx, .. } => {
+            Link::Tap { tx, rx, .. } | Link::Packet { tx, rx, .. } => {
                 tx.kill();
                 rx.kill();
             }
@@ -188,7 +200,7 @@ pub struct IfInfo {
     pub up: bool,
     /// Up and link alive.
     pub running: bool,
-    /// `"loopback"`, `"epair"` or `"tap"`.
+    /// `"loopback"`, `"epair"`, `"tap"` or `"af_packet"`.
     pub kind: &'static str,
     /// The host interface of a TAP link.
     pub host: Option<String>,
@@ -416,14 +428,15 @@ fn info(i: &Ifnet) -> IfInfo {
             Link::Loopback => "loopback",
             Link::Epair { .. } => "epair",
             Link::Tap { .. } => "tap",
+            Link::Packet { .. } => "af_packet",
         },
         host: match &i.link {
-            Link::Tap { dev, .. } => Some(dev.host().to_string()),
+            Link::Tap { dev, .. } | Link::Packet { dev, .. } => Some(dev.host().to_string()),
             _ => None,
         },
         link_id: match &i.link {
             Link::Epair { tx, rx } => (Arc::as_ptr(tx) as usize).min(Arc::as_ptr(rx) as usize),
-            Link::Tap { tx, .. } => Arc::as_ptr(tx) as usize,
+            Link::Tap { tx, .. } | Link::Packet { tx, .. } => Arc::as_ptr(tx) as usize,
             Link::Loopback => 0,
         },
         home: i.home,
@@ -505,6 +518,39 @@ pub fn tap(v: &Arc<Vnet>, name: &str, host: &str, io: HostIo) -> Result<String, 
         })
     })??;
     Ok(host_name)
+}
+
+/// Creates interface `name` in vnet `v`, attached through `AF_PACKET` (in
+/// promiscuous mode) to the existing host interface `host`.
+///
+/// # Errors
+/// A bad or taken name, or the host refusing (no such interface, no
+/// privilege).
+pub fn af_packet(v: &Arc<Vnet>, name: &str, host: &str, io: HostIo) -> Result<(), IfError> {
+    v.enter(|| vnet::with::<IfnetTable, _>(|t| t.check_new_name(name)))??;
+    let tx = Arc::new(Wire::new());
+    let rx = Arc::new(Wire::new());
+    let dev = packet::start(host, Arc::clone(&tx), Arc::clone(&rx), io)
+        .map_err(|e| IfError::Host(host.to_string(), e.to_string()))?;
+    let dev = Arc::new(dev);
+    v.enter(|| {
+        vnet::with::<IfnetTable, _>(|t| {
+            t.check_new_name(name)?;
+            let ifp = Ifnet {
+                name: name.to_string(),
+                index: 0,
+                mac: t.new_mac(),
+                mtu: 1500,
+                up: false,
+                link: Link::Packet { tx, rx, dev },
+                home: t.vnet,
+                stats: IfStats::default(),
+            };
+            t.attach(ifp);
+            Ok::<(), IfError>(())
+        })
+    })??;
+    Ok(())
 }
 
 /// Runs `f` on the named interface of the current vnet.

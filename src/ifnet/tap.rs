@@ -1,13 +1,15 @@
-//! TAP links: a vnet interface joined to a Linux TAP device, so the kernel
-//! stack on the other side (the host, or a network namespace the TAP was
-//! moved into) exchanges real Ethernet frames with the vnet.
+//! Host links: a vnet interface joined to a Linux TAP device (this module)
+//! or, through an `AF_PACKET` socket, to an existing host interface
+//! ([`super::packet`]), so the kernel stack on the other side exchanges
+//! real Ethernet frames with the vnet.
 //!
-//! This is an OS edge: the only place in `ifnet` that touches descriptors.
-//! Each TAP has a pump thread that waits in `poll(2)` on the TAP and on an
-//! eventfd. Frames the kernel writes are put on the interface's receive
-//! wire and the owning vnet is woken through the driver's [`HostIo`];
-//! frames the vnet sends land on the transmit wire, whose reader is this
-//! pump (told through the eventfd), and are written to the TAP.
+//! This is an OS edge: with `packet`, the only place in `ifnet` that
+//! touches descriptors. Each host link has a pump thread that waits in
+//! `poll(2)` on the device and on an eventfd. Frames from the host are put
+//! on the interface's receive wire and the owning vnet is woken through the
+//! driver's [`HostIo`] (once per batch); frames the vnet sends land on the
+//! transmit wire, whose reader is this pump (told through the eventfd when
+//! the queue goes from empty to not), and are written to the device.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -35,6 +37,28 @@ pub struct HostIo {
 impl std::fmt::Debug for HostIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("HostIo")
+    }
+}
+
+/// A host-side frame device the pump drives.
+pub(super) trait HostDev: Send + 'static {
+    /// The descriptor to poll for input.
+    fn fd(&self) -> std::os::fd::RawFd;
+    /// Reads one frame (non-blocking: `WouldBlock` when there is none).
+    fn read_frame(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes one frame.
+    fn write_frame(&mut self, frame: &[u8]) -> io::Result<()>;
+}
+
+impl HostDev for File {
+    fn fd(&self) -> std::os::fd::RawFd {
+        self.as_raw_fd()
+    }
+    fn read_frame(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read(buf)
+    }
+    fn write_frame(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.write(frame).map(|_| ())
     }
 }
 
@@ -105,8 +129,8 @@ fn drain(fd: &OwnedFd) {
     unsafe { libc::read(fd.as_raw_fd(), b.as_mut_ptr().cast(), b.len()) };
 }
 
-/// The running pump of one TAP; dropping it stops the thread and closes
-/// the device (a TAP vnetd created disappears with it).
+/// The running pump of one host link; dropping it stops the thread and
+/// closes the device (a TAP vnetd created disappears with it).
 pub struct TapHandle {
     host: String,
     stop: Arc<AtomicBool>,
@@ -152,6 +176,17 @@ pub fn start(
     io: HostIo,
 ) -> io::Result<TapHandle> {
     let (file, name) = open_tap(host)?;
+    start_pump(Box::new(file), name, to_host, from_host, io)
+}
+
+/// Starts a pump for any host device.
+pub(super) fn start_pump(
+    dev: Box<dyn HostDev>,
+    name: String,
+    to_host: Arc<Wire>,
+    from_host: Arc<Wire>,
+    io: HostIo,
+) -> io::Result<TapHandle> {
     let kick = Arc::new(eventfd()?);
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -160,8 +195,8 @@ pub fn start(
     }
     let (k2, s2) = (Arc::clone(&kick), Arc::clone(&stop));
     let thread = std::thread::Builder::new()
-        .name(format!("tap-{name}"))
-        .spawn(move || pump(file, &k2, &s2, &to_host, &from_host, &io))?;
+        .name(format!("host-{name}"))
+        .spawn(move || pump(dev, &k2, &s2, &to_host, &from_host, &io))?;
     Ok(TapHandle {
         host: name,
         stop,
@@ -171,7 +206,7 @@ pub fn start(
 }
 
 fn pump(
-    mut tap: File,
+    mut tap: Box<dyn HostDev>,
     kick: &OwnedFd,
     stop: &AtomicBool,
     to_host: &Wire,
@@ -183,7 +218,7 @@ fn pump(
     loop {
         let mut fds = [
             libc::pollfd {
-                fd: tap.as_raw_fd(),
+                fd: tap.fd(),
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -210,7 +245,7 @@ fn pump(
         for f in out.drain(..) {
             // A TAP whose host side is down refuses writes: the frame is
             // lost, as on a cable with nobody at the other end.
-            let _ = tap.write(&f);
+            let _ = tap.write_frame(&f);
         }
         // The host's frames to the vnet.
         if fds[0].revents & libc::POLLIN != 0 {
@@ -219,7 +254,7 @@ fn pump(
             // Wake the vnet once per batch, and at most every 64 frames so
             // that it starts on a long burst early.
             for i in 1.. {
-                match tap.read(&mut buf) {
+                match tap.read_frame(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
                         if let Ok(Some(w)) = from_host.send(now, buf[..n].to_vec()) {

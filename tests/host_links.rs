@@ -2,6 +2,7 @@
 //! network namespace made by the test: the kernel pings the vnet, `curl` in
 //! the namespace downloads 16 MiB from a TCP server in the vnet, and a vnet
 //! client downloads 16 MiB from `python3 -m http.server` in the namespace.
+//! The same through an `af_packet` link on a veth end.
 //!
 //! Needs root and /dev/net/tun; skips without them unless VNET_REQUIRE_PRIV
 //! is set, in which case it fails.
@@ -405,4 +406,75 @@ fn destroying_the_vnet_removes_the_tap_device() {
     let r = w._reg.destroy(w.v.id(), false).unwrap();
     assert_eq!(r.interfaces_destroyed, 2);
     assert!(!ok(&w.ns), "the TAP went away with its vnet");
+}
+
+#[test]
+fn an_af_packet_link_on_a_veth_end_carries_ping_and_curl_both_ways() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new("a");
+    let tag = std::process::id() % 100_000;
+    let (va, vb) = (format!("vp{tag}a"), format!("vp{tag}b"));
+    sh(&[
+        "ip", "link", "add", &va, "type", "veth", "peer", "name", &vb,
+    ]);
+    // Deleting the namespace deletes vb, and with it va.
+    sh(&["ip", "link", "set", &vb, "netns", &ns.0]);
+    sh(&["ip", "link", "set", &va, "up"]);
+    sh(&["ip", "-n", &ns.0, "addr", "add", "10.70.0.1/24", "dev", &vb]);
+    sh(&["ip", "-n", &ns.0, "link", "set", &vb, "up"]);
+    let reg = Registry::new(6);
+    let v = reg.create("v", None, 0).unwrap();
+    let mut rt = Realtime::start(2);
+    rt.adopt(&v);
+    ifnet::af_packet(&v, "eth0", &va, rt.host_io()).expect("af_packet");
+    v.enter(|| {
+        ifnet::set_up("eth0", true).unwrap();
+        stack::addr_add("eth0", "10.70.0.2/24".parse().unwrap()).unwrap();
+    });
+    rt.kick(&v);
+    let o = ns
+        .exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.70.0.2"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "ping: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // The kernel leaves TCP checksums to the (virtual) NIC: the link
+    // completes them, or every segment would be refused.
+    let file = body(4 << 20);
+    let lst = v
+        .enter(|| socket::tcp_listen("0.0.0.0:8080".parse().unwrap(), 16, false))
+        .unwrap();
+    rt.add_app(&v, Box::new(http_server(lst, Arc::clone(&file))));
+    let o = ns
+        .exec(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "60",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+            "http://10.70.0.2:8080/",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), (4 << 20).to_string());
+    let links = v.enter(ifnet::list).unwrap();
+    let eth0 = links.iter().find(|l| l.name == "eth0").unwrap();
+    assert_eq!(
+        (eth0.kind, eth0.host.as_deref()),
+        ("af_packet", Some(va.as_str()))
+    );
+    rt.stop();
 }
