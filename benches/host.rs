@@ -183,7 +183,7 @@ fn ns_to_vnet(rt: &Realtime, v: &Arc<Vnet>, ns: &Netns, port: u16) -> f64 {
 }
 
 /// The same traffic between two namespaces over veth.
-fn veth(rounds: usize) -> (Vec<f64>, Vec<f64>) {
+fn veth(rounds: usize, mtu: usize) -> (Vec<f64>, Vec<f64>) {
     let a = Netns::new("va");
     let b = Netns::new("vb");
     let (ia, ib) = (
@@ -197,11 +197,31 @@ fn veth(rounds: usize) -> (Vec<f64>, Vec<f64>) {
     sh(&["ip", "link", "set", &ib, "netns", &b.0]);
     sh(&["ip", "-n", &a.0, "addr", "add", "10.50.0.1/24", "dev", &ia]);
     sh(&["ip", "-n", &b.0, "addr", "add", "10.50.0.2/24", "dev", &ib]);
-    sh(&["ip", "-n", &a.0, "link", "set", &ia, "up"]);
-    sh(&["ip", "-n", &b.0, "link", "set", &ib, "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        &a.0,
+        "link",
+        "set",
+        &ia,
+        "mtu",
+        &mtu.to_string(),
+        "up",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &b.0,
+        "link",
+        "set",
+        &ib,
+        "mtu",
+        &mtu.to_string(),
+        "up",
+    ]);
     let mut out = Vec::new();
     for r in 0..rounds {
-        let port = 7000 + r;
+        let port = 7000 + r + mtu % 1000;
         let _sink = Proc(
             a.cmd(&format!("nc -l -N 10.50.0.1 {port} > /dev/null"))
                 .spawn()
@@ -221,8 +241,8 @@ fn veth(rounds: usize) -> (Vec<f64>, Vec<f64>) {
     (out.clone(), out)
 }
 
-fn bench_tap(rounds: usize) {
-    println!("\n### TCP through a TAP, one stream, 1 GiB per round (MTU 1500)\n");
+fn bench_tap(rounds: usize, mtu: usize) {
+    println!("\n### TCP through a TAP, one stream, 1 GiB per round, MTU {mtu} on both sides\n");
     println!("| setup | median | range | rounds |\n|---|---|---|---|");
     let ns = Netns::new("tap");
     let host = format!("vb{}t", std::process::id() % 100_000);
@@ -242,8 +262,10 @@ fn bench_tap(rounds: usize) {
         "dev",
         &host,
     ]);
-    sh(&["ip", "-n", &ns.0, "link", "set", &host, "up"]);
+    let m = mtu.to_string();
+    sh(&["ip", "-n", &ns.0, "link", "set", &host, "mtu", &m, "up"]);
     v.enter(|| {
+        ifnet::set_mtu("eth0", mtu).unwrap();
         ifnet::set_up("eth0", true).unwrap();
         stack::addr_add("eth0", "10.50.0.2/24".parse().unwrap()).unwrap();
         sysctl::set("net.inet.tcp.sendspace", "4194304").unwrap();
@@ -252,20 +274,25 @@ fn bench_tap(rounds: usize) {
     rt.kick(&v);
     let (mut out, mut inn) = (Vec::new(), Vec::new());
     for r in 0..rounds {
-        out.push(vnet_to_ns(&rt, &v, &ns, 6000 + r as u16));
-        inn.push(ns_to_vnet(&rt, &v, &ns, 6100 + r as u16));
+        let base = 6000 + (mtu % 1000) as u16;
+        out.push(vnet_to_ns(&rt, &v, &ns, base + r as u16));
+        inn.push(ns_to_vnet(&rt, &v, &ns, base + 100 + r as u16));
     }
     row(
-        "vnet → Linux namespace through a TAP (nc as the kernel-side peer)",
+        &format!("vnet → Linux namespace through a TAP (nc as the kernel-side peer), MTU {mtu}"),
         "Gbit/s",
         out,
     );
-    row("Linux namespace → vnet through a TAP", "Gbit/s", inn);
+    row(
+        &format!("Linux namespace → vnet through a TAP, MTU {mtu}"),
+        "Gbit/s",
+        inn,
+    );
     rt.stop();
     drop(reg);
-    let (veth, _) = veth(rounds);
+    let (veth, _) = veth(rounds, mtu);
     row(
-        "**Linux**: namespace → namespace over veth, same nc",
+        &format!("**Linux**: namespace → namespace over veth, same nc, MTU {mtu}"),
         "Gbit/s",
         veth,
     );
@@ -366,11 +393,23 @@ fn main() {
     } else {
         5
     };
+    // Optional section names (control, tap) pick a subset.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let want = |s: &str| args.is_empty() || args.iter().any(|a| a == s);
     println!("## vnetd benchmarks ({rounds} rounds each)");
-    bench_control(rounds);
-    if root {
-        bench_tap(rounds);
-    } else {
-        println!("\nTAP benchmarks skipped: they need root.");
+    if want("control") {
+        bench_control(rounds);
+    }
+    if want("tap") {
+        if root {
+            for mtu in [1500, 65520] {
+                bench_tap(rounds, mtu);
+            }
+        } else {
+            println!("\nTAP benchmarks skipped: they need root.");
+        }
     }
 }

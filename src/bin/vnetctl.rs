@@ -7,7 +7,7 @@ use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::Value;
 use vnet::ctl::client::Client;
 use vnet::ctl::proto::Op;
@@ -597,6 +597,11 @@ fn connect(socket: &Option<PathBuf>) -> Result<Client, u8> {
 }
 
 fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, u8> {
+    parse_with(&mut Cli::command(), args)
+}
+
+/// Parses with a command tree built once (a batch reuses it for every line).
+fn parse_with(cmd: &mut clap::Command, args: impl IntoIterator<Item = String>) -> Result<Cli, u8> {
     // iproute2 spells it `-batch`.
     let args = args.into_iter().map(|a| {
         if a == "-batch" {
@@ -605,15 +610,17 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, u8> {
             a
         }
     });
-    Cli::try_parse_from(args).map_err(|e| {
-        use clap::error::ErrorKind;
-        let code = match e.kind() {
-            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
-            _ => 1,
-        };
-        let _ = e.print();
-        code
-    })
+    cmd.try_get_matches_from_mut(args)
+        .and_then(|m| Cli::from_arg_matches(&m))
+        .map_err(|e| {
+            use clap::error::ErrorKind;
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                _ => 1,
+            };
+            let _ = e.print();
+            code
+        })
 }
 
 fn batch(cli: &Cli, file: &PathBuf) -> u8 {
@@ -633,6 +640,7 @@ fn batch(cli: &Cli, file: &PathBuf) -> u8 {
         Err(code) => return code,
     };
     let mut status = 0;
+    let mut parser = Cli::command();
     for (n, line) in reader.lines().enumerate() {
         let Ok(line) = line else {
             eprintln!("vnetctl: {}: unreadable line {}", file.display(), n + 1);
@@ -644,7 +652,7 @@ fn batch(cli: &Cli, file: &PathBuf) -> u8 {
         }
         let mut args = vec!["vnetctl".to_string()];
         args.extend(line.split_whitespace().map(str::to_string));
-        let code = match parse(args) {
+        let code = match parse_with(&mut parser, args) {
             Ok(c) if c.batch.is_some() => {
                 eprintln!("vnetctl: line {}: batches do not nest", n + 1);
                 1
