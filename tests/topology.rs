@@ -220,7 +220,11 @@ fn a_file_with_a_type_error_is_refused_with_its_line_and_field_and_changes_nothi
     let f = d.dir.join("semantic.toml");
     std::fs::write(&f, "[vnet.a.link.eth0]\ntype = \"epair\"\npeer = { vnet = \"b\", name = \"eth0\" }\nup = true\naddr = [\"10.0.0.300/24\"]\n[vnet.b.link.eth0]\n").unwrap();
     let o = d.ctl(&["apply", f.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "refused by vnetd, not a usage error"
+    );
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("10.0.0.300/24"),
         "{}",
@@ -263,4 +267,101 @@ fn sighup_re_reads_the_config_file() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn apply_keeps_what_the_file_keeps_across_address_and_link_changes() {
+    let d = Daemon::start("keep", &["--empty"]).unwrap();
+    let router = std::fs::read_to_string(example("router.toml")).unwrap();
+    d.apply(&router);
+    // a moves to another address in the same prefix: its default route,
+    // through that prefix, must survive.
+    let moved = router.replace(
+        r#"addr = ["10.1.0.1/24", "fd01::1/64"]"#,
+        r#"addr = ["10.1.0.9/24", "fd01::1/64"]"#,
+    );
+    let got = d.apply(&moved);
+    assert_eq!(
+        got,
+        [
+            "-n a addr add 10.1.0.9/24 dev eth0",
+            "-n a addr del 10.1.0.1/24 dev eth0"
+        ]
+    );
+    assert!(
+        d.ok(&["-n", "a", "route", "show"])
+            .contains("default via 10.1.0.254")
+    );
+    assert!(d.apply(&moved).is_empty());
+    // A down interface with addresses, and tunables that move the port
+    // range up, survive a dump round trip.
+    d.ok(&["-n", "b", "link", "set", "eth0", "down"]);
+    d.ok(&[
+        "-n",
+        "b",
+        "sysctl",
+        "set",
+        "net.inet.ip.portrange.first=1500",
+    ]);
+    d.ok(&[
+        "-n",
+        "b",
+        "sysctl",
+        "set",
+        "net.inet.ip.portrange.last=2000",
+    ]);
+    let dump = d.ok(&["dump"]);
+    assert!(d.apply(&dump).is_empty(), "{dump}");
+    let got = d.apply(&moved);
+    assert_eq!(
+        got,
+        [
+            "-n b link set eth0 up",
+            "-n b sysctl set net.inet.ip.portrange.last=65535",
+            "-n b sysctl set net.inet.ip.portrange.first=49152",
+        ]
+    );
+    // A file that names an epair from one end only: the far end's vnet is
+    // listed without the link; applying twice changes nothing the second time.
+    let one_sided =
+        "[vnet.x.link.e0]\ntype = \"epair\"\npeer = { vnet = \"y\", name = \"e0\" }\n\n[vnet.y]\n";
+    let first = d.apply(one_sided);
+    assert!(
+        first.contains(&"-n x link add e0 type epair peer e0 vnet y".to_string()),
+        "{first:?}"
+    );
+    assert!(d.apply(one_sided).is_empty());
+    // An epair end whose peer is gone is left out of the dump, which
+    // still applies.
+    d.ok(&["vnet", "del", "x"]);
+    let dump = d.ok(&["dump"]);
+    assert!(!dump.contains("[vnet.y.link"), "{dump}");
+    d.apply(&dump);
+}
+
+#[test]
+fn a_file_whose_parents_are_missing_or_different_is_refused_before_any_change() {
+    let d = Daemon::start("parents", &[]).unwrap();
+    let f = d.dir.join("lab.toml");
+    std::fs::write(&f, "[vnet.lab]\nparent = \"red\"\n").unwrap();
+    let o = d.ctl(&["apply", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(r#"parent "red" is not in the file"#));
+    assert!(
+        d.ctl(&["vnet", "show", "red"]).status.success(),
+        "nothing was destroyed"
+    );
+    std::fs::write(&f, "[vnet.p]\n[vnet.red]\nparent = \"p\"\n").unwrap();
+    let o = d.ctl(&["apply", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("exists under"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        d.ctl(&["vnet", "show", "p"]).status.code(),
+        Some(2),
+        "refused before any change"
+    );
 }

@@ -371,6 +371,10 @@ fn garbage_truncated_oversized_and_unknown_requests_get_errors_and_the_server_ca
             frame(br#"{"v":1,"id":3,"op":"vnet_add","args":{}}"#),
             "malformed",
         ),
+        (
+            frame(br#"{"v":1,"id":3,"op":"vnet_list","sneaky":true}"#),
+            "unknown field",
+        ),
         (((64u32 << 20).to_be_bytes()).to_vec(), "exceeds the limit"),
     ];
     for (bytes, needle) in cases {
@@ -467,7 +471,87 @@ fn another_user_owns_their_vnets_and_cannot_touch_anyone_elses() {
         "{}",
         stderr(&o)
     );
-    assert!(d.ctl_as(nobody, "vnet del mine").status.success());
+    // Root's vnet under the user's: the user cannot take it along.
+    d.ok("vnet add rootsvc --parent mine");
+    let o = d.ctl_as(nobody, "vnet del mine -r");
+    assert!(
+        stderr(&o).contains(r#"vnet "rootsvc" belongs to root"#),
+        "{}",
+        stderr(&o)
+    );
+    assert!(d.json("vnet show rootsvc").is_object());
+    // A refused move changes nothing.
+    let o = d.ctl_as(nobody, "-n mine link set e0 vnet red");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        d.json("-n mine link show")
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["name"] == "e0")
+    );
+    // A user's apply and dump see only the user's vnets.
+    let f = d.dir.join("user.toml");
+    std::fs::write(&f, "[vnet.mine]\n[vnet.extra]\n").unwrap();
+    std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let o = d.ctl_as(nobody, &format!("apply {}", f.display()));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        d.json("vnet show red").is_object(),
+        "root's vnets untouched"
+    );
+    let dump = String::from_utf8(d.ctl_as(nobody, "dump").stdout).unwrap();
+    assert!(
+        dump.contains("[vnet.extra]") && !dump.contains("vnet.red"),
+        "{dump}"
+    );
+    d.ok("vnet del mine -r");
+}
+
+#[test]
+fn one_user_holding_many_connections_cannot_lock_out_root() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start("flood");
+    let script = format!(
+        "import socket, time\nss = [socket.socket(socket.AF_UNIX) for _ in range(40)]\n[s.connect('{}') for s in ss]\nprint('held', flush=True)\ntime.sleep(10)\n",
+        d.sock.display()
+    );
+    let mut flood = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        // Debian's python, which any user may run (a per-user install may not be).
+        .arg(if Path::new("/usr/bin/python3").exists() {
+            "/usr/bin/python3"
+        } else {
+            "python3"
+        })
+        .args(["-c", &script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = [0u8; 4];
+    flood
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut line)
+        .unwrap();
+    assert_eq!(&line, b"held");
+    let o = d.ctl_as(Some(65534), "vnet list");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("too many connections"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        d.ctl_as(Some(65533), "vnet list").status.success(),
+        "another user is still served"
+    );
+    d.ok("vnet list");
+    let _ = flood.kill();
+    let _ = flood.wait();
 }
 
 #[test]
@@ -476,6 +560,8 @@ fn a_clean_stop_removes_the_socket_and_leaves_no_process() {
     build_pair(&d);
     let pid = d.pid();
     assert!(Path::new(&format!("/proc/{pid}/task")).exists());
+    // Even with its socket file removed by someone, it stops.
+    std::fs::remove_file(&d.sock).unwrap();
     let st = d.stop();
     assert!(st.success(), "{st}");
     assert!(!d.sock.exists(), "socket removed");

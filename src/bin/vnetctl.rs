@@ -574,7 +574,10 @@ fn one(client: &mut Client, cli: Cli) -> u8 {
         }
         Ok(Err(e)) => {
             eprintln!("vnetctl: {}", e.message);
-            if e.kind == vnet::ctl::proto::ErrorKind::Invalid && matches!(printer, Printer::Changes)
+            // A topology file that does not parse is a usage error, as a
+            // command line that does not parse is.
+            if e.kind == vnet::ctl::proto::ErrorKind::BadRequest
+                && matches!(printer, Printer::Changes)
             {
                 1
             } else {

@@ -101,6 +101,9 @@ fn run(path: &PathBuf, args: &Args) -> Result<(), String> {
             .map_err(|e| format!("{}: {}", config_name(args), e.message))?;
         log::info!("{}: {} change(s) made", config_name(args), done.len());
     }
+    let waker = listener
+        .try_clone()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let srv = Arc::clone(&server);
     let accept = std::thread::Builder::new()
         .name("vnetd-accept".into())
@@ -132,8 +135,10 @@ fn run(path: &PathBuf, args: &Args) -> Result<(), String> {
         }
     }
     server.stop();
-    // Wake the accept loop so it sees the stop.
-    let _ = UnixStream::connect(path);
+    // Wake the accept loop so it sees the stop (even if someone removed
+    // the socket file): a shut-down listening socket fails accept.
+    // SAFETY: shutdown(2) on a descriptor `waker` owns for the call.
+    unsafe { libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(&waker), libc::SHUT_RDWR) };
     let _ = accept.join();
     let _ = std::fs::remove_file(path);
     let n = server.shutdown();

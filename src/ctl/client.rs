@@ -49,10 +49,16 @@ impl Client {
         let body = serde_json::to_vec(&req).map_err(|e| ClientError::Reply(e.to_string()))?;
         proto::write_frame(&mut self.wr, &body)?;
         self.wr.flush()?;
-        let frame =
-            proto::read_frame(&mut self.rd).map_err(|e| ClientError::Reply(e.to_string()))?;
+        let frame = proto::read_frame_max(&mut self.rd, proto::MAX_REPLY)
+            .map_err(|e| ClientError::Reply(e.to_string()))?;
         let reply: Reply =
             serde_json::from_slice(&frame).map_err(|e| ClientError::Reply(e.to_string()))?;
+        // Id 0 is the server speaking before reading our request (busy).
+        if reply.id == 0
+            && let Outcome::Error(e) = reply.outcome
+        {
+            return Ok(Err(e));
+        }
         if reply.id != id {
             return Err(ClientError::Reply(format!(
                 "reply {} to request {id}",

@@ -14,8 +14,11 @@ use serde::{Deserialize, Serialize};
 /// The protocol version this build speaks.
 pub const VERSION: u32 = 1;
 
-/// Largest frame accepted, in bytes.
+/// Largest request frame the server accepts, in bytes.
 pub const MAX_FRAME: usize = 1 << 20;
+
+/// Largest reply frame, in bytes (a listing of many vnets is large).
+pub const MAX_REPLY: usize = 64 << 20;
 
 /// One request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,6 +281,15 @@ pub enum FrameError {
 /// [`FrameError`]; after `TooLarge` or `Io` the stream is out of step and
 /// must be closed.
 pub fn read_frame(r: &mut impl Read) -> Result<Vec<u8>, FrameError> {
+    read_frame_max(r, MAX_FRAME)
+}
+
+/// Reads one frame of at most `max` bytes (clients read replies with
+/// [`MAX_REPLY`]).
+///
+/// # Errors
+/// As [`read_frame`].
+pub fn read_frame_max(r: &mut impl Read, max: usize) -> Result<Vec<u8>, FrameError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len) {
         Ok(()) => {}
@@ -285,7 +297,7 @@ pub fn read_frame(r: &mut impl Read) -> Result<Vec<u8>, FrameError> {
         Err(e) => return Err(e.into()),
     }
     let n = u32::from_be_bytes(len) as usize;
-    if n > MAX_FRAME {
+    if n > max {
         return Err(FrameError::TooLarge(n));
     }
     let mut buf = vec![0u8; n];
@@ -298,7 +310,7 @@ pub fn read_frame(r: &mut impl Read) -> Result<Vec<u8>, FrameError> {
 /// # Errors
 /// I/O errors, or a message over the limit.
 pub fn write_frame(w: &mut impl Write, body: &[u8]) -> io::Result<()> {
-    if body.len() > MAX_FRAME {
+    if body.len() > MAX_REPLY {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "frame too large",
@@ -332,6 +344,15 @@ pub fn decode_request(frame: &[u8]) -> Result<Request, Reply> {
         .get("id")
         .and_then(serde_json::Value::as_u64)
         .unwrap_or(0);
+    // `op` is flattened into the request, where serde cannot refuse
+    // unknown fields: check the top level by hand.
+    if let Some(obj) = loose.as_object()
+        && let Some(k) = obj
+            .keys()
+            .find(|k| !["v", "id", "op", "args"].contains(&k.as_str()))
+    {
+        return Err(bad(id, format!("malformed request: unknown field {k:?}")));
+    }
     match loose.get("v").and_then(serde_json::Value::as_u64) {
         Some(v) if v == u64::from(VERSION) => {}
         Some(v) => {

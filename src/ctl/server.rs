@@ -24,8 +24,35 @@ use crate::stack::sysctl::{self, SysctlError};
 use crate::stack::{self, ConfigError};
 use crate::vnet::{Registry, RegistryError, Vnet, VnetId};
 
-/// Most clients served at once; more are told so and closed.
+/// Most clients of users other than root served at once; more are told so
+/// and closed. Root is always served.
 pub const MAX_CLIENTS: usize = 256;
+
+/// Most connections one user other than root may hold at once.
+pub const MAX_CLIENTS_PER_USER: usize = 32;
+
+/// A client slot, given back on drop.
+struct Slot<'a> {
+    server: &'a Server,
+    uid: u32,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.server.clients.fetch_sub(1, Ordering::SeqCst);
+        let mut per = self
+            .server
+            .per_uid
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per.get_mut(&self.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per.remove(&self.uid);
+            }
+        }
+    }
+}
 
 fn err(kind: ErrorKind, message: impl Into<String>) -> ErrorBody {
     ErrorBody {
@@ -111,6 +138,7 @@ pub struct Server {
     reg: Arc<Registry>,
     rt: Mutex<Realtime>,
     clients: AtomicUsize,
+    per_uid: Mutex<std::collections::HashMap<u32, usize>>,
     stopping: AtomicBool,
 }
 
@@ -125,6 +153,7 @@ impl Server {
             reg,
             rt: Mutex::new(rt),
             clients: AtomicUsize::new(0),
+            per_uid: Mutex::new(std::collections::HashMap::new()),
             stopping: AtomicBool::new(false),
         }
     }
@@ -201,6 +230,16 @@ impl Server {
             }
             Op::VnetDel { name, recursive } => {
                 let v = self.owned(uid, &name)?;
+                if recursive && uid != 0 {
+                    // Every vnet it would take along must be the caller's.
+                    let mut stack = self.reg.children(v.id());
+                    while let Some(c) = stack.pop() {
+                        if let Some(cv) = self.reg.get(c) {
+                            self.owned(uid, cv.name())?;
+                            stack.extend(self.reg.children(c));
+                        }
+                    }
+                }
                 let r = self.reg.destroy(v.id(), recursive).map_err(reg_err)?;
                 let rt = self.rt();
                 rt.kick(&v);
@@ -257,19 +296,24 @@ impl Server {
                 mtu,
                 to_vnet,
             } => {
-                let v = self.owned(uid, &vnet)?;
-                if let Some(m) = mtu {
-                    v.enter(|| ifnet::set_mtu(&name, m))
-                        .map_err(|e| if_err(&vnet, e))?;
-                }
-                if let Some(u) = up {
-                    v.enter(|| ifnet::set_up(&name, u))
-                        .map_err(|e| if_err(&vnet, e))?;
-                }
+                let mut v = self.owned(uid, &vnet)?;
+                let mut at = vnet.clone();
+                // Check and move first, so that a refused move changes
+                // nothing and the settings land where the interface ends up.
                 if let Some(t) = to_vnet {
                     let to = self.owned(uid, &t)?;
                     ifnet::vmove(&v, &name, &to).map_err(|e| if_err(&vnet, e))?;
-                    self.rt().kick(&to);
+                    self.rt().kick(&v);
+                    v = to;
+                    at = t;
+                }
+                if let Some(m) = mtu {
+                    v.enter(|| ifnet::set_mtu(&name, m))
+                        .map_err(|e| if_err(&at, e))?;
+                }
+                if let Some(u) = up {
+                    v.enter(|| ifnet::set_up(&name, u))
+                        .map_err(|e| if_err(&at, e))?;
                 }
                 self.rt().kick(&v);
                 Ok(Value::Null)
@@ -417,7 +461,7 @@ impl Server {
             }
             Op::Apply { toml } => Ok(json!(self.apply(&toml, uid)?)),
             Op::Dump => {
-                let t = topology::dump(&self.reg);
+                let t = topology::dump(&self.reg, uid);
                 let text = toml::to_string_pretty(&t)
                     .map_err(|e| err(ErrorKind::Invalid, e.to_string()))?;
                 Ok(json!({ "toml": text }))
@@ -432,11 +476,17 @@ impl Server {
     /// The file's parse error, or the first change refused (the changes
     /// before it stay made; the message counts them).
     pub fn apply(&self, text: &str, uid: u32) -> Result<Vec<String>, ErrorBody> {
-        let want = topology::parse(text).map_err(|e| err(ErrorKind::Invalid, e))?;
+        let want = topology::parse(text).map_err(|e| err(ErrorKind::BadRequest, e))?;
         let mut done = Vec::new();
-        for op in topology::plan(&self.reg, &want) {
+        let plan = topology::plan(&self.reg, &want, uid).map_err(|e| err(ErrorKind::Invalid, e))?;
+        for op in plan {
             let line = topology::describe(&op);
+            let removal = matches!(op, Op::RouteDel { .. } | Op::AddrDel { .. });
             if let Err(e) = self.run(op, uid) {
+                // Already gone (taken with an address or link): done.
+                if removal && e.kind == ErrorKind::NotFound {
+                    continue;
+                }
                 return Err(err(
                     e.kind,
                     format!(
@@ -484,6 +534,21 @@ impl Server {
         self.stopping.store(true, Ordering::SeqCst);
     }
 
+    /// Takes a client slot for `uid`: root is always let in; other users
+    /// get at most [`MAX_CLIENTS_PER_USER`] each and [`MAX_CLIENTS`] in all,
+    /// so no user can crowd out root or the others.
+    fn admit(&self, uid: u32) -> Option<Slot<'_>> {
+        let mut per = self.per_uid.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = per.entry(uid).or_insert(0);
+        let total = self.clients.load(Ordering::SeqCst);
+        if uid != 0 && (*mine >= MAX_CLIENTS_PER_USER || total >= MAX_CLIENTS) {
+            return None;
+        }
+        *mine += 1;
+        self.clients.fetch_add(1, Ordering::SeqCst);
+        Some(Slot { server: self, uid })
+    }
+
     /// Serves clients on `listener` until [`Server::stop`]; each client gets
     /// a thread. `uid_of` says who a client is (`SO_PEERCRED`).
     pub fn serve(self: &Arc<Self>, listener: UnixListener, uid_of: fn(&UnixStream) -> Option<u32>) {
@@ -496,15 +561,18 @@ impl Server {
                 log::warn!("control client with unknown credentials refused");
                 continue;
             };
-            if self.clients.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
-                self.clients.fetch_sub(1, Ordering::SeqCst);
+            // The slot's count is handed to the client thread, which gives
+            // it back with a slot of its own when it ends.
+            if self.admit(uid).map(std::mem::forget).is_none() {
                 let mut w = &conn;
                 let busy = Reply {
                     v: VERSION,
                     id: 0,
                     outcome: Outcome::Error(err(
                         ErrorKind::Busy,
-                        format!("server busy: {MAX_CLIENTS} clients connected"),
+                        format!(
+                            "server busy: uid {uid} has too many connections ({MAX_CLIENTS_PER_USER} per user, {MAX_CLIENTS} in all)"
+                        ),
                     )),
                 };
                 let _ = proto::write_frame(&mut w, &serde_json::to_vec(&busy).unwrap_or_default());
@@ -514,11 +582,12 @@ impl Server {
             let spawned = std::thread::Builder::new()
                 .name(format!("vnetd-client-{uid}"))
                 .spawn(move || {
+                    // Given back however the thread ends, panics included.
+                    let _slot = Slot { server: &me, uid };
                     me.client(conn, uid);
-                    me.clients.fetch_sub(1, Ordering::SeqCst);
                 });
             if spawned.is_err() {
-                self.clients.fetch_sub(1, Ordering::SeqCst);
+                drop(Slot { server: self, uid });
             }
         }
     }

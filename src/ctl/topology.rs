@@ -115,18 +115,30 @@ pub struct RouteSpec {
 /// Reads a topology.
 ///
 /// # Errors
-/// The parser's message: line, column, and the field at fault.
+/// The parser's message (line, column, and the field at fault), or what is
+/// inconsistent in it (naming the vnet, link and field).
 pub fn parse(text: &str) -> Result<Topology, String> {
     let t: Topology = toml::from_str(text).map_err(|e| e.to_string())?;
     for (vn, v) in &t.vnet {
+        if let Some(p) = &v.parent
+            && p != "vnet0"
+            && !t.vnet.contains_key(p)
+        {
+            return Err(format!("vnet {vn:?}: its parent {p:?} is not in the file"));
+        }
         for (ln, l) in &v.link {
             let at = format!("vnet {vn:?} link {ln:?}");
             match l.kind.as_deref() {
-                Some("epair") if l.peer.is_none() => {
-                    return Err(format!("{at}: an epair needs peer = {{ vnet, name }}"));
-                }
                 Some("epair") => {
-                    let p = l.peer.as_ref().expect("checked");
+                    let Some(p) = l.peer.as_ref() else {
+                        return Err(format!("{at}: an epair needs peer = {{ vnet, name }}"));
+                    };
+                    if p.vnet != "vnet0" && !t.vnet.contains_key(&p.vnet) {
+                        return Err(format!(
+                            "{at}: its peer's vnet {:?} is not in the file",
+                            p.vnet
+                        ));
+                    }
                     let far = t.vnet.get(&p.vnet).and_then(|fv| fv.link.get(&p.name));
                     if far.is_some_and(|f| f.kind.is_some()) {
                         return Err(format!(
@@ -135,12 +147,14 @@ pub fn parse(text: &str) -> Result<Topology, String> {
                         ));
                     }
                 }
-                Some("tap") if l.host.is_none() => {
-                    return Err(format!("{at}: a tap needs host = \"NAME\""));
+                Some(k @ ("tap" | "af_packet")) if l.host.is_none() => {
+                    return Err(format!("{at}: a {k} link needs host = \"NAME\""));
                 }
-                Some("tap") | None => {}
+                Some("tap" | "af_packet") | None => {}
                 Some(k) => {
-                    return Err(format!("{at}: type {k:?} is not one of \"epair\", \"tap\""));
+                    return Err(format!(
+                        "{at}: type {k:?} is not one of \"epair\", \"tap\", \"af_packet\""
+                    ));
                 }
             }
             if l.kind.is_none() && !is_far_end(&t, vn, ln) {
@@ -199,9 +213,26 @@ fn desired_shape(t: &Topology, vnet: &str, name: &str, l: &LinkSpec) -> Shape {
     }
 }
 
-/// The running state, in the file's shape.
-pub fn dump(reg: &Registry) -> Topology {
-    let vnets = reg.list();
+/// The running state of the vnets `uid` owns (root: its own and `vnet0`),
+/// in the file's shape. An epair end whose other end is gone (or outside
+/// those vnets) is left out: it carries nothing.
+pub fn dump(reg: &Registry, uid: u32) -> Topology {
+    let mut t = state(reg, uid);
+    for v in t.vnet.values_mut() {
+        v.link.retain(|_, l| l.kind.as_deref() != Some(DEAD));
+    }
+    t
+}
+
+/// Marks an epair end whose other end is gone.
+const DEAD: &str = "dead";
+
+fn state(reg: &Registry, uid: u32) -> Topology {
+    let vnets: Vec<_> = reg
+        .list()
+        .into_iter()
+        .filter(|v| v.owner() == uid || (uid == 0 && v.id() == VnetId::VNET0))
+        .collect();
     let names: BTreeMap<VnetId, String> = vnets
         .iter()
         .map(|v| (v.id(), v.name().to_string()))
@@ -272,7 +303,9 @@ pub fn dump(reg: &Registry) -> Topology {
                     let me = (vn.clone(), l.name.clone());
                     let mut sorted = pair.clone();
                     sorted.sort();
-                    if sorted.first() == Some(&me)
+                    if pair.len() < 2 {
+                        ls.kind = Some(DEAD.into());
+                    } else if sorted.first() == Some(&me)
                         && let Some((pv, pn)) = pair.iter().find(|e| **e != me)
                     {
                         ls.kind = Some("epair".into());
@@ -297,25 +330,41 @@ pub fn dump(reg: &Registry) -> Topology {
     t
 }
 
-/// The requests that make the running state match `want`, in an order that
-/// works: vnets first (parents before children), extra links and vnets
-/// removed, links made and set, addresses, routes, tunables.
-pub fn plan(reg: &Registry, want: &Topology) -> Vec<Op> {
-    let have = dump(reg);
-    let mut ops = Vec::new();
+/// The requests that make the running state of `uid`'s vnets match
+/// `want`, in an order that works: vnets (parents first), removals, links,
+/// their settings and addresses, routes, tunables. Vnets of other owners
+/// are neither looked at nor touched.
+///
+/// # Errors
+/// A vnet that exists under another parent than the file says.
+pub fn plan(reg: &Registry, want: &Topology, uid: u32) -> Result<Vec<Op>, String> {
+    let have = state(reg, uid);
     let empty = VnetSpec::default();
-    // Vnets to create, parents first.
+    let parent_of = |s: &VnetSpec| s.parent.clone().unwrap_or_else(|| "vnet0".into());
+    for (vn, wv) in &want.vnet {
+        if let Some(hv) = have.vnet.get(vn)
+            && vn != "vnet0"
+            && parent_of(hv) != parent_of(wv)
+        {
+            return Err(format!(
+                "vnet {vn:?} exists under {:?}; the file puts it under {:?} (delete it to move it)",
+                parent_of(hv),
+                parent_of(wv)
+            ));
+        }
+        if !have.vnet.contains_key(vn) && reg.by_name(vn).is_some() {
+            return Err(format!("vnet {vn:?} exists and belongs to another user"));
+        }
+    }
+    let mut ops = Vec::new();
+    // Vnets to create, parents first (parse made sure they are all here).
     let mut made: BTreeSet<String> = have.vnet.keys().cloned().collect();
     made.insert("vnet0".into());
     let mut pending: Vec<&String> = want.vnet.keys().filter(|n| !made.contains(*n)).collect();
     while !pending.is_empty() {
         let before = pending.len();
         pending.retain(|n| {
-            let parent = want.vnet[*n]
-                .parent
-                .clone()
-                .unwrap_or_else(|| "vnet0".into());
-            if made.contains(&parent) {
+            if made.contains(&parent_of(&want.vnet[*n])) {
                 ops.push(Op::VnetAdd {
                     name: (*n).clone(),
                     parent: want.vnet[*n].parent.clone(),
@@ -327,31 +376,35 @@ pub fn plan(reg: &Registry, want: &Topology) -> Vec<Op> {
             }
         });
         if pending.len() == before {
-            // A parent that is nowhere: let the server say so.
-            for n in pending.drain(..) {
-                ops.push(Op::VnetAdd {
-                    name: n.clone(),
-                    parent: want.vnet[n].parent.clone(),
-                });
-            }
+            return Err(format!(
+                "vnets {pending:?} have parents that are not in the file"
+            ));
         }
     }
-    // Links that must go: absent from the file, or of another shape.
+    // Whether a running link is the one the file wants at (vn, ln): the
+    // same shape seen from this end, whichever end declares it.
+    let wanted = |vn: &str, ln: &str| -> Option<Shape> {
+        match want.vnet.get(vn).and_then(|v| v.link.get(ln)) {
+            Some(l) => Some(desired_shape(want, vn, ln, l)),
+            None if is_far_end(want, vn, ln) => {
+                Some(desired_shape(want, vn, ln, &LinkSpec::default()))
+            }
+            None => None,
+        }
+    };
+    let mut removed: BTreeSet<(String, String)> = BTreeSet::new();
     for (vn, hv) in &have.vnet {
-        let wv = want.vnet.get(vn);
-        if wv.is_none() && vn != "vnet0" {
+        if !want.vnet.contains_key(vn) && vn != "vnet0" {
             continue; // the whole vnet goes below
         }
-        let wv = wv.unwrap_or(&empty);
         for (ln, hl) in &hv.link {
-            let keep = wv.link.get(ln).is_some_and(|wl| {
-                desired_shape(want, vn, ln, wl) == desired_shape(&have, vn, ln, hl)
-            });
+            let keep = wanted(vn, ln).is_some_and(|w| w == desired_shape(&have, vn, ln, hl));
             if !keep {
                 ops.push(Op::LinkDel {
                     vnet: vn.clone(),
                     name: ln.clone(),
                 });
+                removed.insert((vn.clone(), ln.clone()));
             }
         }
     }
@@ -368,21 +421,36 @@ pub fn plan(reg: &Registry, want: &Topology) -> Vec<Op> {
             recursive: true,
         });
     }
-    // Then, phase by phase across all vnets (an epair made from one vnet
-    // gives another its far end): links, their settings and addresses,
-    // routes, tunables.
     let (mut links, mut settings, mut routes, mut tunables) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (vn, wv) in &want.vnet {
         let hv = have.vnet.get(vn).unwrap_or(&empty);
-        for (ln, wl) in &wv.link {
-            let hl = hv.link.get(ln);
-            let same = hl.is_some_and(|hl| {
-                desired_shape(want, vn, ln, wl) == desired_shape(&have, vn, ln, hl)
-            });
-            // Only the end that declares the link makes it; the far end
-            // appears with it.
-            if !same && wl.kind.is_some() {
+        // Every link of this vnet the file mentions, or implies as the far
+        // end of an epair declared elsewhere.
+        let mut names: BTreeSet<String> = wv.link.keys().cloned().collect();
+        for (ov, o) in &want.vnet {
+            for l in o.link.values() {
+                if let Some(p) = &l.peer
+                    && p.vnet == *vn
+                    && l.kind.as_deref() == Some("epair")
+                {
+                    names.insert(p.name.clone());
+                }
+            }
+            let _ = ov;
+        }
+        for ln in &names {
+            let default = LinkSpec::default();
+            let wl = wv.link.get(ln).unwrap_or(&default);
+            let fresh = removed.contains(&(vn.clone(), ln.clone()))
+                || !hv.link.contains_key(ln)
+                || {
+                    // A far end is fresh when the end that declares it is.
+                    matches!(desired_shape(want, vn, ln, wl), Shape::Epair(ref p) if wl.kind.is_none()
+                    && (removed.contains(&(p.vnet.clone(), p.name.clone()))
+                        || !have.vnet.get(&p.vnet).is_some_and(|h| h.link.contains_key(&p.name))))
+                };
+            if fresh && wl.kind.is_some() {
                 match desired_shape(want, vn, ln, wl) {
                     Shape::Epair(p) => links.push(Op::LinkAddEpair {
                         vnet: vn.clone(),
@@ -403,29 +471,21 @@ pub fn plan(reg: &Registry, want: &Topology) -> Vec<Op> {
                     Shape::Unknown => {}
                 }
             }
-            let fresh = !same;
-            let (h_mtu, h_up, h_addr) = match hl.filter(|_| !fresh) {
+            let hl = hv.link.get(ln).filter(|_| !fresh);
+            let (h_mtu, h_up, h_addr) = match hl {
                 Some(h) => (h.mtu.unwrap_or(1500), h.up, h.addr.clone()),
                 None => (1500, false, Vec::new()),
             };
+            let set = |up: Option<bool>, mtu: Option<usize>| Op::LinkSet {
+                vnet: vn.clone(),
+                name: ln.clone(),
+                up,
+                mtu,
+                to_vnet: None,
+            };
             let w_mtu = wl.mtu.unwrap_or(1500);
             if w_mtu != h_mtu {
-                settings.push(Op::LinkSet {
-                    vnet: vn.clone(),
-                    name: ln.clone(),
-                    up: None,
-                    mtu: Some(w_mtu),
-                    to_vnet: None,
-                });
-            }
-            if wl.up != h_up || (wl.up && fresh) {
-                settings.push(Op::LinkSet {
-                    vnet: vn.clone(),
-                    name: ln.clone(),
-                    up: Some(wl.up),
-                    mtu: None,
-                    to_vnet: None,
-                });
+                settings.push(set(None, Some(w_mtu)));
             }
             let norm = |a: &String| {
                 a.parse::<smoltcp::wire::IpCidr>()
@@ -434,13 +494,16 @@ pub fn plan(reg: &Registry, want: &Topology) -> Vec<Op> {
             };
             let have_a: BTreeSet<String> = h_addr.iter().map(norm).collect();
             let want_a: BTreeSet<String> = wl.addr.iter().map(norm).collect();
-            for a in have_a.difference(&want_a) {
-                settings.push(Op::AddrDel {
-                    vnet: vn.clone(),
-                    dev: ln.clone(),
-                    addr: a.clone(),
-                });
+            let addr_changes = have_a != want_a;
+            // Addresses go on interfaces that are up: raise it for the
+            // change if the file keeps it down.
+            let mut up_now = h_up;
+            if wl.up != h_up || (addr_changes && !h_up) {
+                settings.push(set(Some(true), None));
+                up_now = true;
             }
+            // New addresses before old ones go, so that routes through a
+            // prefix that stays are not dropped meanwhile.
             for a in want_a.difference(&have_a) {
                 settings.push(Op::AddrAdd {
                     vnet: vn.clone(),
@@ -448,8 +511,28 @@ pub fn plan(reg: &Registry, want: &Topology) -> Vec<Op> {
                     addr: a.clone(),
                 });
             }
+            for a in have_a.difference(&want_a) {
+                settings.push(Op::AddrDel {
+                    vnet: vn.clone(),
+                    dev: ln.clone(),
+                    addr: a.clone(),
+                });
+            }
+            if up_now && !wl.up {
+                settings.push(set(Some(false), None));
+            }
         }
-        let hr: BTreeMap<_, &RouteSpec> = hv.route.iter().map(|r| (route_key(r), r)).collect();
+        // Routes through links that are removed are gone with them.
+        let hr: BTreeMap<_, &RouteSpec> = hv
+            .route
+            .iter()
+            .filter(|r| {
+                r.dev
+                    .as_ref()
+                    .is_none_or(|d| !removed.contains(&(vn.clone(), d.clone())))
+            })
+            .map(|r| (route_key(r), r))
+            .collect();
         let wr: BTreeMap<_, &RouteSpec> = wv.route.iter().map(|r| (route_key(r), r)).collect();
         for (k, r) in &hr {
             if !wr.contains_key(k) {
@@ -470,11 +553,24 @@ pub fn plan(reg: &Registry, want: &Topology) -> Vec<Op> {
             }
         }
         let defaults = Tunables::default();
-        let keys: BTreeSet<&String> = hv.sysctl.keys().chain(wv.sysctl.keys()).collect();
+        let value =
+            |spec: &VnetSpec, k: &str| spec.sysctl.get(k).copied().or_else(|| defaults.get(k).ok());
+        let mut keys: Vec<&String> = hv
+            .sysctl
+            .keys()
+            .chain(wv.sysctl.keys())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        // The port range must stay ordered at every step: when it moves up,
+        // raise its end first.
+        let (first, last) = ("net.inet.ip.portrange.first", "net.inet.ip.portrange.last");
+        if value(wv, first) > value(hv, last) {
+            keys.sort_by_key(|k| k.as_str() != last);
+        }
         for k in keys {
-            let want_v = wv.sysctl.get(k).copied().or_else(|| defaults.get(k).ok());
-            if let Some(w) = want_v
-                && hv.sysctl.get(k).copied().or_else(|| defaults.get(k).ok()) != Some(w)
+            if let Some(w) = value(wv, k)
+                && value(hv, k) != Some(w)
             {
                 tunables.push(Op::SysctlSet {
                     vnet: vn.clone(),
@@ -488,7 +584,7 @@ pub fn plan(reg: &Registry, want: &Topology) -> Vec<Op> {
     ops.extend(settings);
     ops.extend(routes);
     ops.extend(tunables);
-    ops
+    Ok(ops)
 }
 
 /// What makes two routes the same: the prefix, and the gateway, or the

@@ -212,7 +212,11 @@ impl HostDev for PacketDev {
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(&msg);
             while !c.is_null() {
-                if (*c).cmsg_level == SOL_PACKET && (*c).cmsg_type == PACKET_AUXDATA {
+                if (*c).cmsg_level == SOL_PACKET
+                    && (*c).cmsg_type == PACKET_AUXDATA
+                    && (*c).cmsg_len as usize
+                        >= libc::CMSG_LEN(std::mem::size_of::<TpacketAuxdata>() as u32) as usize
+                {
                     let aux: TpacketAuxdata = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
                     partial = aux.tp_status & TP_STATUS_CSUMNOTREADY != 0;
                 }
