@@ -544,11 +544,12 @@ fn print(p: &Printer, v: &Value, json: bool) {
     }
 }
 
-/// Carries out one command line; returns the exit status.
-fn one(client: &mut Client, cli: Cli) -> u8 {
+/// The request a parsed command line makes, reading a topology file for
+/// `apply`; an error is already reported and is the exit status.
+fn make(cli: Cli) -> Result<(Op, Printer, bool), u8> {
     let Some(cmd) = cli.cmd else {
         eprintln!("vnetctl: no command (try --help)");
-        return 1;
+        return Err(1);
     };
     let (op, printer) = match cmd {
         Cmd::Apply { file } => {
@@ -561,29 +562,39 @@ fn one(client: &mut Client, cli: Cli) -> u8 {
                 Ok(toml) => (Op::Apply { toml }, Printer::Changes),
                 Err(e) => {
                     eprintln!("vnetctl: {}: {e}", file.display());
-                    return 1;
+                    return Err(1);
                 }
             }
         }
         cmd => request(cmd, cli.vnet.as_deref().unwrap_or("vnet0")),
     };
+    Ok((op, printer, cli.json))
+}
+
+/// Reports a refusal; returns the exit status.
+fn refused(e: &vnet::ctl::proto::ErrorBody, printer: &Printer) -> u8 {
+    eprintln!("vnetctl: {}", e.message);
+    // A topology file that does not parse is a usage error, as a command
+    // line that does not parse is.
+    if e.kind == vnet::ctl::proto::ErrorKind::BadRequest && matches!(printer, Printer::Changes) {
+        1
+    } else {
+        2
+    }
+}
+
+/// Carries out one command line; returns the exit status.
+fn one(client: &mut Client, cli: Cli) -> u8 {
+    let (op, printer, json) = match make(cli) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
     match client.call(op) {
         Ok(Ok(v)) => {
-            print(&printer, &v, cli.json);
+            print(&printer, &v, json);
             0
         }
-        Ok(Err(e)) => {
-            eprintln!("vnetctl: {}", e.message);
-            // A topology file that does not parse is a usage error, as a
-            // command line that does not parse is.
-            if e.kind == vnet::ctl::proto::ErrorKind::BadRequest
-                && matches!(printer, Printer::Changes)
-            {
-                1
-            } else {
-                2
-            }
-        }
+        Ok(Err(e)) => refused(&e, &printer),
         Err(e) => {
             eprintln!("vnetctl: {e}");
             2
@@ -626,6 +637,58 @@ fn parse_with(cmd: &mut clap::Command, args: impl IntoIterator<Item = String>) -
         })
 }
 
+/// Commands of a batch waiting to go, with their line numbers.
+struct Pending {
+    lines: Vec<(usize, String, Printer, bool)>,
+    ops: Vec<Op>,
+}
+
+/// Sends the pending commands in one request and reports each; returns the
+/// worst exit status, and whether to stop.
+fn flush(client: &mut Client, p: &mut Pending, file: &std::path::Path, force: bool) -> (u8, bool) {
+    if p.ops.is_empty() {
+        return (0, false);
+    }
+    let ops = std::mem::take(&mut p.ops);
+    let lines = std::mem::take(&mut p.lines);
+    let results = match client.call(Op::Batch {
+        ops,
+        keep_going: force,
+    }) {
+        Ok(Ok(Value::Array(r))) => r,
+        Ok(Ok(_)) => return (2, true),
+        Ok(Err(e)) => {
+            eprintln!("vnetctl: {}", e.message);
+            return (2, true);
+        }
+        Err(e) => {
+            eprintln!("vnetctl: {e}");
+            return (2, true);
+        }
+    };
+    let mut status = 0;
+    for ((n, line, printer, json), r) in lines.iter().zip(results) {
+        if let Some(v) = r.get("ok") {
+            print(printer, v, *json);
+            continue;
+        }
+        let e: vnet::ctl::proto::ErrorBody =
+            serde_json::from_value(r["error"].clone()).unwrap_or(vnet::ctl::proto::ErrorBody {
+                kind: vnet::ctl::proto::ErrorKind::BadRequest,
+                message: "unreadable reply".into(),
+            });
+        status = status.max(refused(&e, printer));
+        eprintln!("vnetctl: {}: line {n} failed: {line}", file.display());
+        if !force {
+            return (status, true);
+        }
+    }
+    (status, false)
+}
+
+/// Runs a batch file: commands go to vnetd in groups of up to 500 per
+/// round trip, each group stopping at its first failure (the file stops
+/// there too, unless --force).
 fn batch(cli: &Cli, file: &PathBuf) -> u8 {
     let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
@@ -644,6 +707,10 @@ fn batch(cli: &Cli, file: &PathBuf) -> u8 {
     };
     let mut status = 0;
     let mut parser = Cli::command();
+    let mut pending = Pending {
+        lines: Vec::new(),
+        ops: Vec::new(),
+    };
     for (n, line) in reader.lines().enumerate() {
         let Ok(line) = line else {
             eprintln!("vnetctl: {}: unreadable line {}", file.display(), n + 1);
@@ -655,28 +722,48 @@ fn batch(cli: &Cli, file: &PathBuf) -> u8 {
         }
         let mut args = vec!["vnetctl".to_string()];
         args.extend(line.split_whitespace().map(str::to_string));
-        let code = match parse_with(&mut parser, args) {
+        let made = match parse_with(&mut parser, args) {
             Ok(c) if c.batch.is_some() => {
                 eprintln!("vnetctl: line {}: batches do not nest", n + 1);
-                1
+                Err(1)
             }
             Ok(mut c) => {
                 // The batch's own options apply where a line sets none.
                 c.json |= cli.json;
                 c.vnet = c.vnet.or_else(|| cli.vnet.clone());
-                one(&mut client, c)
+                make(c)
             }
-            Err(code) => code,
+            Err(code) => Err(code),
         };
-        if code != 0 {
-            eprintln!("vnetctl: {}: line {} failed: {line}", file.display(), n + 1);
-            status = status.max(code);
-            if !cli.force {
-                return status;
+        match made {
+            Ok((op, printer, json)) => {
+                pending.ops.push(op);
+                pending.lines.push((n + 1, line.to_string(), printer, json));
+                if pending.ops.len() >= 500 {
+                    let (code, stop) = flush(&mut client, &mut pending, file, cli.force);
+                    status = status.max(code);
+                    if stop {
+                        return status;
+                    }
+                }
+            }
+            Err(code) => {
+                // What came before this line runs first, as it would have.
+                let (c2, stop) = flush(&mut client, &mut pending, file, cli.force);
+                status = status.max(c2);
+                if stop {
+                    return status;
+                }
+                eprintln!("vnetctl: {}: line {} failed: {line}", file.display(), n + 1);
+                status = status.max(code);
+                if !cli.force {
+                    return status;
+                }
             }
         }
     }
-    status
+    let (code, _) = flush(&mut client, &mut pending, file, cli.force);
+    status.max(code)
 }
 
 fn main() -> ExitCode {

@@ -193,6 +193,16 @@ pub enum Op {
     },
     /// The running state as a topology file.
     Dump,
+    /// Several requests in order, in one round trip (`vnetctl -batch`).
+    /// The reply lists one outcome per request, `{"ok": ..}` or
+    /// `{"error": ..}`, up to the first failure unless `keep_going`.
+    Batch {
+        /// The requests (no batches inside).
+        ops: Vec<Op>,
+        /// Carry on after a failure.
+        #[serde(default)]
+        keep_going: bool,
+    },
 }
 
 impl Op {
@@ -208,7 +218,7 @@ impl Op {
                 | Op::SysctlGet { .. }
                 | Op::Stats { .. }
                 | Op::Dump
-        )
+        ) && !matches!(self, Op::Batch { ops, .. } if ops.iter().all(|o| !o.mutates()))
     }
 }
 

@@ -460,6 +460,25 @@ impl Server {
                 ))
             }
             Op::Apply { toml } => Ok(json!(self.apply(&toml, uid)?)),
+            Op::Batch { ops, keep_going } => {
+                let mut out = Vec::with_capacity(ops.len());
+                for op in ops {
+                    let r = if matches!(op, Op::Batch { .. }) {
+                        Err(err(ErrorKind::BadRequest, "batches do not nest"))
+                    } else {
+                        self.run(op, uid)
+                    };
+                    let failed = r.is_err();
+                    out.push(match r {
+                        Ok(v) => json!({ "ok": v }),
+                        Err(e) => json!({ "error": e }),
+                    });
+                    if failed && !keep_going {
+                        break;
+                    }
+                }
+                Ok(Value::Array(out))
+            }
             Op::Dump => {
                 let t = topology::dump(&self.reg, uid);
                 let text = toml::to_string_pretty(&t)
