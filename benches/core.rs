@@ -12,41 +12,19 @@
 //! without root they are reported as skipped). `-- --quick` runs fewer
 //! rounds. Results are medians with [min – max] over the rounds.
 
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 #[path = "support/throughput.rs"]
 mod throughput;
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use counting_alloc::{Counting, live};
+
 use std::hint::black_box;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use vnet::vnet::{self as vn, CurVnet, Registry};
 use vnet::{ifnet, stack};
-
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged and only
-// counts bytes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(p, l, new) }
-    }
-}
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
@@ -289,9 +267,9 @@ fn bench_memory(rounds: usize) {
     let mut rss = Vec::new();
     for round in 0..rounds {
         let reg = Registry::new(1);
-        let (h0, r0) = (LIVE.load(Ordering::Relaxed), rss_kib());
+        let (h0, r0) = (live(), rss_kib());
         idle_vnets(&reg, n);
-        heap.push((LIVE.load(Ordering::Relaxed) - h0) as f64 / n as f64 / 1024.0);
+        heap.push((live() - h0) as f64 / n as f64 / 1024.0);
         if round == 0 {
             // Later rounds reuse pages the allocator kept: only the first
             // one says what the process grew by.

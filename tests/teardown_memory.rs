@@ -2,36 +2,13 @@
 //! binary of its own: it counts every heap byte of the process, which other
 //! tests running in parallel would disturb.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
+#[path = "../benches/support/counting_alloc.rs"]
+mod counting_alloc;
 
+use counting_alloc::{Counting, live};
 use vnet::driver::sim::Sim;
 use vnet::stack::socket;
 use vnet::{ifnet, stack};
-
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged and only
-// counts bytes; layouts and pointers pass through untouched.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(p, l, new) }
-    }
-}
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
@@ -62,11 +39,11 @@ fn ten_thousand_vnets_created_and_destroyed_leave_no_growth() {
     for i in 0..1000 {
         cycle(&mut sim, i);
     }
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = live();
     for i in 1000..11_000 {
         cycle(&mut sim, i);
     }
-    let after = LIVE.load(Ordering::Relaxed);
+    let after = live();
     assert_eq!(sim.registry().len(), 1);
     assert!(
         after - before < 64 * 1024,

@@ -493,31 +493,11 @@ pub fn epair(a: &Arc<Vnet>, a_name: &str, b: &Arc<Vnet>, b_name: &str) -> Result
 /// A bad or taken name, or the host refusing the TAP (no privilege, a
 /// non-TAP interface of that name).
 pub fn tap(v: &Arc<Vnet>, name: &str, host: &str, io: HostIo) -> Result<String, IfError> {
-    v.enter(|| vnet::with::<IfnetTable, _>(|t| t.check_new_name(name)))??;
-    let tx = Arc::new(Wire::new());
-    let rx = Arc::new(Wire::new());
-    let dev = tap::start(host, Arc::clone(&tx), Arc::clone(&rx), io)
-        .map_err(|e| IfError::Host(host.to_string(), e.to_string()))?;
-    let host_name = dev.host().to_string();
-    let dev = Arc::new(dev);
-    v.enter(|| {
-        vnet::with::<IfnetTable, _>(|t| {
-            t.check_new_name(name)?;
-            let ifp = Ifnet {
-                name: name.to_string(),
-                index: 0,
-                mac: t.new_mac(),
-                mtu: 1500,
-                up: false,
-                link: Link::Tap { tx, rx, dev },
-                home: t.vnet,
-                stats: IfStats::default(),
-            };
-            t.attach(ifp);
-            Ok::<(), IfError>(())
-        })
-    })??;
-    Ok(host_name)
+    host_link(v, name, host, io, tap::start, |tx, rx, dev| Link::Tap {
+        tx,
+        rx,
+        dev,
+    })
 }
 
 /// Creates interface `name` in vnet `v`, attached through `AF_PACKET` (in
@@ -527,12 +507,31 @@ pub fn tap(v: &Arc<Vnet>, name: &str, host: &str, io: HostIo) -> Result<String, 
 /// A bad or taken name, or the host refusing (no such interface, no
 /// privilege).
 pub fn af_packet(v: &Arc<Vnet>, name: &str, host: &str, io: HostIo) -> Result<(), IfError> {
+    host_link(v, name, host, io, packet::start, |tx, rx, dev| {
+        Link::Packet { tx, rx, dev }
+    })
+    .map(|_| ())
+}
+
+type PumpStart = fn(&str, Arc<Wire>, Arc<Wire>, HostIo) -> std::io::Result<tap::TapHandle>;
+
+/// Opens a host device with `start` and attaches it as interface `name` of
+/// `v`; returns the host-side name.
+fn host_link(
+    v: &Arc<Vnet>,
+    name: &str,
+    host: &str,
+    io: HostIo,
+    start: PumpStart,
+    link: fn(Arc<Wire>, Arc<Wire>, Arc<tap::TapHandle>) -> Link,
+) -> Result<String, IfError> {
     v.enter(|| vnet::with::<IfnetTable, _>(|t| t.check_new_name(name)))??;
     let tx = Arc::new(Wire::new());
     let rx = Arc::new(Wire::new());
-    let dev = packet::start(host, Arc::clone(&tx), Arc::clone(&rx), io)
+    let dev = start(host, Arc::clone(&tx), Arc::clone(&rx), io)
         .map_err(|e| IfError::Host(host.to_string(), e.to_string()))?;
-    let dev = Arc::new(dev);
+    let host_name = dev.host().to_string();
+    let link = link(tx, rx, Arc::new(dev));
     v.enter(|| {
         vnet::with::<IfnetTable, _>(|t| {
             t.check_new_name(name)?;
@@ -542,7 +541,7 @@ pub fn af_packet(v: &Arc<Vnet>, name: &str, host: &str, io: HostIo) -> Result<()
                 mac: t.new_mac(),
                 mtu: 1500,
                 up: false,
-                link: Link::Packet { tx, rx, dev },
+                link,
                 home: t.vnet,
                 stats: IfStats::default(),
             };
@@ -550,7 +549,7 @@ pub fn af_packet(v: &Arc<Vnet>, name: &str, host: &str, io: HostIo) -> Result<()
             Ok::<(), IfError>(())
         })
     })??;
-    Ok(())
+    Ok(host_name)
 }
 
 /// Runs `f` on the named interface of the current vnet.

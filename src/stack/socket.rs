@@ -459,25 +459,31 @@ impl Inet {
         }
     }
 
+    /// Checks that `local` is ours, takes a socket number and binds its
+    /// port (port 0: an ephemeral one).
+    fn bind_port(
+        &mut self,
+        proto: Proto,
+        local: SocketAddr,
+        reuse: bool,
+    ) -> Result<(SocketId, Option<IpAddress>, u16), SockError> {
+        let addr = listen_addr(local.ip());
+        self.check_local(addr)?;
+        let id = self.alloc_id()?;
+        let range = self.port_range();
+        let port = self
+            .ports
+            .bind(proto, addr, local.port(), reuse, id, range, &mut self.rng)?;
+        Ok((id, addr, port))
+    }
+
     fn tcp_listen(
         &mut self,
         local: SocketAddr,
         backlog: usize,
         reuse: bool,
     ) -> Result<SocketId, SockError> {
-        let addr = listen_addr(local.ip());
-        self.check_local(addr)?;
-        let id = self.alloc_id()?;
-        let range = self.port_range();
-        let port = self.ports.bind(
-            Proto::Tcp,
-            addr,
-            local.port(),
-            reuse,
-            id,
-            range,
-            &mut self.rng,
-        )?;
+        let (id, addr, port) = self.bind_port(Proto::Tcp, local, reuse)?;
         if let Err(e) = self.ports.listen(port, id) {
             self.ports.release(Proto::Tcp, port, id);
             return Err(e.into());
@@ -794,19 +800,7 @@ impl Inet {
     }
 
     fn udp_bind(&mut self, local: SocketAddr, reuse: bool) -> Result<SocketId, SockError> {
-        let addr = listen_addr(local.ip());
-        self.check_local(addr)?;
-        let id = self.alloc_id()?;
-        let range = self.port_range();
-        let port = self.ports.bind(
-            Proto::Udp,
-            addr,
-            local.port(),
-            reuse,
-            id,
-            range,
-            &mut self.rng,
-        )?;
+        let (id, addr, port) = self.bind_port(Proto::Udp, local, reuse)?;
         let n = (self.tunables.udp_recvspace / 512).max(4);
         let rx = udp::PacketBuffer::new(
             vec![PacketMetadata::EMPTY; n],
