@@ -135,7 +135,7 @@ fn open(host: &str) -> io::Result<PacketDev> {
 
 /// Completes the TCP or UDP checksum of a frame the host sent with the
 /// checksum left to the NIC.
-fn complete_checksum(frame: &mut [u8]) {
+pub(super) fn complete_checksum(frame: &mut [u8]) {
     let Ok(eth) = EthernetFrame::new_checked(&*frame) else {
         return;
     };
