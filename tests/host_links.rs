@@ -257,6 +257,19 @@ fn curl_in_the_namespace_downloads_16_mib_from_a_server_in_the_vnet() {
     let _ = std::fs::remove_file(&out);
     assert_eq!(got.len(), file.len());
     assert_eq!(Sha256::digest(&got), Sha256::digest(&*file));
+    // Our TCP sent large segments that the TAP had the kernel cut up (TSO):
+    // far fewer frames than a 1500-byte MTU would take.
+    let eth0 =
+        w.v.enter(ifnet::list)
+            .unwrap()
+            .into_iter()
+            .find(|l| l.name == "eth0")
+            .unwrap();
+    assert!(
+        eth0.stats.obytes / eth0.stats.opackets.max(1) > 3000,
+        "frames to the kernel average {} bytes",
+        eth0.stats.obytes / eth0.stats.opackets.max(1)
+    );
     // And over IPv6.
     let o =
         w.ns.exec(&[

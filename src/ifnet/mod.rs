@@ -136,6 +136,10 @@ impl Ifnet {
     pub fn link(&self) -> &Link {
         &self.link
     }
+    /// Whether its link segments large TCP segments itself (TSO): a TAP.
+    pub fn tso(&self) -> bool {
+        matches!(self.link, Link::Tap { .. })
+    }
     /// Whether it is the loopback.
     pub fn is_loopback(&self) -> bool {
         matches!(self.link, Link::Loopback)
@@ -582,7 +586,12 @@ pub fn set_mtu(name: &str, mtu: usize) -> Result<(), IfError> {
     if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
         return Err(IfError::BadMtu(mtu));
     }
-    with_ifnet(name, |i| i.mtu = mtu)
+    with_ifnet(name, |i| {
+        i.mtu = mtu;
+        if let Link::Tap { dev, .. } = &i.link {
+            dev.set_mtu(mtu);
+        }
+    })
 }
 
 /// A snapshot of the current vnet's interfaces.

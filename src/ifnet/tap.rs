@@ -16,7 +16,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use smoltcp::time::Instant;
@@ -134,6 +134,63 @@ const NEEDS_CSUM: u8 = 1;
 struct VnetHdrTap {
     file: File,
     scratch: Vec<u8>,
+    mtu: Arc<AtomicUsize>,
+}
+
+/// `VIRTIO_NET_HDR_GSO_TCPV4` and `_TCPV6`.
+const GSO_TCPV4: u8 = 1;
+const GSO_TCPV6: u8 = 4;
+
+/// The virtio-net header for a TCP frame larger than `mtu`, asking the
+/// kernel to segment it (TSO); its TCP checksum becomes the pseudo-header
+/// seed the kernel completes per segment. `None` for any other frame.
+fn gso_header(frame: &mut [u8], mtu: usize) -> Option<[u8; VNET_HDR]> {
+    use smoltcp::wire::{
+        EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
+    };
+    if frame.len() <= 14 + mtu {
+        return None;
+    }
+    let et = EthernetFrame::new_checked(&*frame).ok()?.ethertype();
+    let (src, dst, iphl, gso_type, total) = match et {
+        EthernetProtocol::Ipv4 => {
+            let p = Ipv4Packet::new_checked(&frame[14..]).ok()?;
+            (p.next_header() == IpProtocol::Tcp).then_some(())?;
+            let hl = usize::from(p.header_len());
+            (
+                IpAddress::Ipv4(p.src_addr()),
+                IpAddress::Ipv4(p.dst_addr()),
+                hl,
+                GSO_TCPV4,
+                usize::from(p.total_len()),
+            )
+        }
+        EthernetProtocol::Ipv6 => {
+            let p = Ipv6Packet::new_checked(&frame[14..]).ok()?;
+            (p.next_header() == IpProtocol::Tcp).then_some(())?;
+            (
+                IpAddress::Ipv6(p.src_addr()),
+                IpAddress::Ipv6(p.dst_addr()),
+                40,
+                GSO_TCPV6,
+                40 + usize::from(p.payload_len()),
+            )
+        }
+        _ => return None,
+    };
+    let seg = frame.get_mut(14 + iphl..14 + total)?;
+    let tcphl = usize::from(TcpPacket::new_checked(&*seg).ok()?.header_len());
+    let seed =
+        smoltcp::wire::checksum::pseudo_header(&src, &dst, IpProtocol::Tcp, seg.len() as u32);
+    seg[16..18].copy_from_slice(&seed.to_be_bytes());
+    let mut h = [0u8; VNET_HDR];
+    h[0] = NEEDS_CSUM;
+    h[1] = gso_type;
+    h[2..4].copy_from_slice(&((14 + iphl + tcphl) as u16).to_le_bytes());
+    h[4..6].copy_from_slice(&((mtu - iphl - tcphl) as u16).to_le_bytes());
+    h[6..8].copy_from_slice(&((14 + iphl) as u16).to_le_bytes());
+    h[8..10].copy_from_slice(&16u16.to_le_bytes());
+    Some(h)
 }
 
 impl HostDev for VnetHdrTap {
@@ -156,6 +213,14 @@ impl HostDev for VnetHdrTap {
     }
 
     fn write_frame(&mut self, frame: &[u8]) -> io::Result<()> {
+        let mtu = self.mtu.load(Ordering::Relaxed);
+        if frame.len() > 14 + mtu {
+            let mut big = frame.to_vec();
+            if let Some(h) = gso_header(&mut big, mtu) {
+                let iov = [io::IoSlice::new(&h), io::IoSlice::new(&big)];
+                return self.file.write_vectored(&iov).map(|_| ());
+            }
+        }
         let hdr = [0u8; VNET_HDR];
         let iov = [io::IoSlice::new(&hdr), io::IoSlice::new(frame)];
         self.file.write_vectored(&iov).map(|_| ())
@@ -188,6 +253,9 @@ fn drain(fd: &OwnedFd) {
 /// closes the device (a TAP vnetd created disappears with it).
 pub struct TapHandle {
     host: String,
+    /// The interface's MTU as the pump sees it (TAPs only: it decides
+    /// which frames go to the kernel for segmentation).
+    mtu: Option<Arc<AtomicUsize>>,
     stop: Arc<AtomicBool>,
     kick: Arc<OwnedFd>,
     thread: Option<JoinHandle<()>>,
@@ -205,6 +273,13 @@ impl TapHandle {
     /// The host-side interface name.
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// Tells the pump the interface's MTU.
+    pub fn set_mtu(&self, mtu: usize) {
+        if let Some(m) = &self.mtu {
+            m.store(mtu, Ordering::Relaxed);
+        }
     }
 }
 
@@ -231,11 +306,15 @@ pub fn start(
     io: HostIo,
 ) -> io::Result<TapHandle> {
     let (file, name) = open_tap(host)?;
+    let mtu = Arc::new(AtomicUsize::new(1500));
     let dev = VnetHdrTap {
         file,
         scratch: Vec::new(),
+        mtu: Arc::clone(&mtu),
     };
-    start_pump(Box::new(dev), name, to_host, from_host, io)
+    let mut h = start_pump(Box::new(dev), name, to_host, from_host, io)?;
+    h.mtu = Some(mtu);
+    Ok(h)
 }
 
 /// Starts a pump for any host device.
@@ -258,6 +337,7 @@ pub(super) fn start_pump(
         .spawn(move || pump(dev, &k2, &s2, &to_host, &from_host, &io))?;
     Ok(TapHandle {
         host: name,
+        mtu: None,
         stop,
         kick,
         thread: Some(thread),

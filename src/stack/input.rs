@@ -9,7 +9,7 @@ use smoltcp::wire::{
 };
 
 use super::device::Pkt;
-use super::output::{clamp_tcp_mss, solicited_node};
+use super::output::{clamp_tcp_mss, rewrite_mss, solicited_node};
 use super::reassembly::{Outcome, Reassembly};
 use super::{Inet, max_age};
 use crate::ifnet::{IfIndex, IfnetTable};
@@ -263,7 +263,7 @@ impl Inet {
     }
 
     fn deliver_whole(&mut self, ifs: &mut IfnetTable, ifindex: IfIndex, mut pkt: Pkt) {
-        if let Some(mtu) = ifs.get(ifindex).map(|i| i.mtu()) {
+        if let Some((mtu, tso)) = ifs.get(ifindex).map(|i| (i.mtu(), i.tso())) {
             let ip = pkt.ip_mut();
             let hdr = match ip[0] >> 4 {
                 4 => usize::from(ip[0] & 0x0f) * 4,
@@ -284,8 +284,16 @@ impl Inet {
                         (IpAddress::Ipv6(p.src_addr()), IpAddress::Ipv6(p.dst_addr()))
                     }
                 };
-                let limit = mtu.saturating_sub(hdr + 20).min(usize::from(u16::MAX)) as u16;
-                if clamp_tcp_mss(&mut ip[hdr..], limit, &src, &dst) {
+                let changed = if tso {
+                    // The link segments for us: let our TCP send segments
+                    // as large as an IP packet allows.
+                    let big = (super::device::DEVICE_MTU - hdr - 20) as u16;
+                    rewrite_mss(&mut ip[hdr..], &src, &dst, |_| big)
+                } else {
+                    let limit = mtu.saturating_sub(hdr + 20).min(usize::from(u16::MAX)) as u16;
+                    clamp_tcp_mss(&mut ip[hdr..], limit, &src, &dst)
+                };
+                if changed {
                     self.stats.tcp_mss_clamped += 1;
                 }
             }

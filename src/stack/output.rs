@@ -126,7 +126,9 @@ impl Inet {
         if self.clamp_mss(pkt.ip_mut(), mtu) {
             self.stats.tcp_mss_clamped += 1;
         }
-        if pkt.ip().len() > mtu {
+        // A link that segments TCP itself (TSO) takes large segments whole.
+        let tso_tcp = ifp.tso() && is_tcp(pkt.ip());
+        if pkt.ip().len() > mtu && !tso_tcp {
             match self.fragment(pkt, mtu, origin) {
                 Some(frags) => {
                     for f in frags {
@@ -451,6 +453,14 @@ impl Inet {
     }
 }
 
+fn is_tcp(ip: &[u8]) -> bool {
+    match ip.first().map(|b| b >> 4) {
+        Some(4) => ip.get(9) == Some(&6),
+        Some(6) => ip.get(6) == Some(&6),
+        _ => false,
+    }
+}
+
 /// Turns a packet into a frame buffer with exactly an Ethernet header's room
 /// in front.
 fn into_frame(mut pkt: Pkt) -> Vec<u8> {
@@ -470,6 +480,17 @@ fn into_frame(mut pkt: Pkt) -> Vec<u8> {
 /// checksum. A segment whose checksum is already wrong is left alone, so
 /// that TCP still refuses it. Returns whether it changed anything.
 pub(super) fn clamp_tcp_mss(seg: &mut [u8], limit: u16, src: &IpAddress, dst: &IpAddress) -> bool {
+    rewrite_mss(seg, src, dst, |mss| mss.min(limit))
+}
+
+/// Rewrites the MSS option of a TCP SYN segment with `f` (same checksum
+/// rule as [`clamp_tcp_mss`]). Returns whether it changed anything.
+pub(super) fn rewrite_mss(
+    seg: &mut [u8],
+    src: &IpAddress,
+    dst: &IpAddress,
+    f: impl Fn(u16) -> u16,
+) -> bool {
     let Ok(tcp) = TcpPacket::new_checked(&*seg) else {
         return false;
     };
@@ -491,8 +512,9 @@ pub(super) fn clamp_tcp_mss(seg: &mut [u8], limit: u16, src: &IpAddress, dst: &I
                 }
                 if kind == 2 && len == 4 {
                     let mss = u16::from_be_bytes([seg[i + 2], seg[i + 3]]);
-                    if mss > limit {
-                        seg[i + 2..i + 4].copy_from_slice(&limit.to_be_bytes());
+                    let new = f(mss);
+                    if new != mss {
+                        seg[i + 2..i + 4].copy_from_slice(&new.to_be_bytes());
                         changed = true;
                     }
                 }
