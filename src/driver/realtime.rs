@@ -230,18 +230,23 @@ fn run(s: &Shared, me: usize) {
                 .map(|(v, _)| *v)
                 .collect();
             if ready.is_empty() {
-                let wait = g
-                    .due
-                    .values()
-                    .min()
-                    .map(|t| (*t - now).min(Duration::from_secs(1)))
-                    .unwrap_or(Duration::from_secs(1));
-                let timeout = std::time::Duration::from_micros(wait.total_micros().max(1));
+                // Sleep until the earliest deadline, or until woken when
+                // nothing is due at all: an idle worker uses no CPU.
+                let wait =
+                    g.due.values().min().map(|t| {
+                        std::time::Duration::from_micros((*t - now).total_micros().max(1))
+                    });
                 g.sleeping = true;
-                let (mut g2, _) = worker
-                    .cv
-                    .wait_timeout(g, timeout)
-                    .unwrap_or_else(|p| p.into_inner());
+                let mut g2 = match wait {
+                    Some(timeout) => {
+                        worker
+                            .cv
+                            .wait_timeout(g, timeout)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0
+                    }
+                    None => worker.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
+                };
                 g2.sleeping = false;
                 apps.append(&mut g2.apps);
                 continue;
