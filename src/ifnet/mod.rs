@@ -397,6 +397,23 @@ impl IfnetTable {
         Some(ifp)
     }
 
+    /// Makes a new interface of this vnet on `link`: down, MTU 1500, a
+    /// random locally administered MAC address.
+    fn create(&mut self, name: &str, link: Link) -> Result<IfIndex, IfError> {
+        self.check_new_name(name)?;
+        let ifp = Ifnet {
+            name: name.to_string(),
+            index: 0,
+            mac: self.new_mac(),
+            mtu: 1500,
+            up: false,
+            link,
+            home: self.vnet,
+            stats: IfStats::default(),
+        };
+        Ok(self.attach(ifp))
+    }
+
     fn new_mac(&mut self) -> EthernetAddress {
         let mut b = [0u8; 6];
         self.rng.fill_bytes(&mut b);
@@ -460,21 +477,11 @@ pub fn epair(a: &Arc<Vnet>, a_name: &str, b: &Arc<Vnet>, b_name: &str) -> Result
     let ab = Arc::new(Wire::new());
     let ba = Arc::new(Wire::new());
     let mk = |t: &mut IfnetTable, name: &str, tx: &Arc<Wire>, rx: &Arc<Wire>| {
-        t.check_new_name(name)?;
-        let ifp = Ifnet {
-            name: name.to_string(),
-            index: 0,
-            mac: t.new_mac(),
-            mtu: 1500,
-            up: false,
-            link: Link::Epair {
-                tx: Arc::clone(tx),
-                rx: Arc::clone(rx),
-            },
-            home: t.vnet,
-            stats: IfStats::default(),
+        let link = Link::Epair {
+            tx: Arc::clone(tx),
+            rx: Arc::clone(rx),
         };
-        Ok::<IfIndex, IfError>(t.attach(ifp))
+        t.create(name, link)
     };
     let a_idx = a.enter(|| vnet::with::<IfnetTable, _>(|t| mk(t, a_name, &ab, &ba)))??;
     let b_end = b
@@ -536,23 +543,7 @@ fn host_link(
         .map_err(|e| IfError::Host(host.to_string(), e.to_string()))?;
     let host_name = dev.host().to_string();
     let link = link(tx, rx, Arc::new(dev));
-    v.enter(|| {
-        vnet::with::<IfnetTable, _>(|t| {
-            t.check_new_name(name)?;
-            let ifp = Ifnet {
-                name: name.to_string(),
-                index: 0,
-                mac: t.new_mac(),
-                mtu: 1500,
-                up: false,
-                link,
-                home: t.vnet,
-                stats: IfStats::default(),
-            };
-            t.attach(ifp);
-            Ok::<(), IfError>(())
-        })
-    })??;
+    v.enter(|| vnet::with::<IfnetTable, _>(|t| t.create(name, link).map(|_| ())))??;
     Ok(host_name)
 }
 
