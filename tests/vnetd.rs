@@ -697,3 +697,51 @@ fn a_tap_link_made_with_vnetctl_reaches_the_kernel_and_goes_away_with_vnetd() {
         .unwrap();
     assert!(!gone.status.success(), "the TAP outlived vnetd");
 }
+
+#[test]
+fn a_user_running_their_own_vnetd_administers_it() {
+    if !privileged() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("vnetd-test-{}-own", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let sock = dir.join("vnetd.sock");
+    let child = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_vnetd"),
+            "--socket",
+        ])
+        .arg(&sock)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while UnixStream::connect(&sock).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "vnetd did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let d = Daemon {
+        child: Some(child),
+        dir,
+        sock,
+    };
+    // The default topology is the running user's, to change as they like.
+    assert_eq!(d.json("vnet show red")["owner"], 65534);
+    let o = d.ctl_as(Some(65534), "-n red link set eth0 down");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = d.ctl_as(Some(65533), "-n red link set eth0 up");
+    assert!(
+        stderr(&o).contains("belongs to uid 65534"),
+        "{}",
+        stderr(&o)
+    );
+    d.ok("-n red link set eth0 up");
+}

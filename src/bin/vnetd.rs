@@ -97,7 +97,7 @@ fn run(path: &PathBuf, args: &Args) -> Result<(), String> {
     let server = Arc::new(Server::new(Registry::new(seed), Realtime::start(workers)));
     if let Some(t) = &topology {
         let done = server
-            .apply(t, 0)
+            .apply(t, server.admin())
             .map_err(|e| format!("{}: {}", config_name(args), e.message))?;
         log::info!("{}: {} change(s) made", config_name(args), done.len());
     }
@@ -117,7 +117,9 @@ fn run(path: &PathBuf, args: &Args) -> Result<(), String> {
         match sig {
             SIGHUP => match &args.config {
                 None => log::info!("SIGHUP: no --config file to re-read"),
-                Some(_) => match read_config(args).map(|t| t.map(|t| server.apply(&t, 0))) {
+                Some(_) => match read_config(args)
+                    .map(|t| t.map(|t| server.apply(&t, server.admin())))
+                {
                     Ok(Some(Ok(done))) => log::info!(
                         "SIGHUP: {} re-read, {} change(s)",
                         config_name(args),

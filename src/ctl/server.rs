@@ -137,6 +137,9 @@ fn parse_dst(s: &str, via: Option<IpAddress>) -> Result<IpCidr, ErrorBody> {
 pub struct Server {
     reg: Arc<Registry>,
     rt: Mutex<Realtime>,
+    /// The user vnetd runs as: it administers this server as root does (an
+    /// unprivileged user's own vnetd is theirs to run).
+    admin: u32,
     clients: AtomicUsize,
     per_uid: Mutex<std::collections::HashMap<u32, usize>>,
     stopping: AtomicBool,
@@ -152,6 +155,8 @@ impl Server {
         Server {
             reg,
             rt: Mutex::new(rt),
+            admin: std::fs::metadata("/proc/self")
+                .map_or(0, |m| std::os::unix::fs::MetadataExt::uid(&m)),
             clients: AtomicUsize::new(0),
             per_uid: Mutex::new(std::collections::HashMap::new()),
             stopping: AtomicBool::new(false),
@@ -167,6 +172,16 @@ impl Server {
         self.rt.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether `uid` may do anything here: root, and the user vnetd runs as.
+    pub fn is_admin(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.admin
+    }
+
+    /// The user vnetd runs as.
+    pub fn admin(&self) -> u32 {
+        self.admin
+    }
+
     fn vnet(&self, name: &str) -> Result<Arc<Vnet>, ErrorBody> {
         self.reg
             .by_name(name)
@@ -175,7 +190,7 @@ impl Server {
 
     fn owned(&self, uid: u32, name: &str) -> Result<Arc<Vnet>, ErrorBody> {
         let v = self.vnet(name)?;
-        if uid != 0 && v.owner() != uid {
+        if !self.is_admin(uid) && v.owner() != uid {
             let who = if v.owner() == 0 {
                 "root".to_string()
             } else {
@@ -193,7 +208,7 @@ impl Server {
     /// user's (delegating them is a later feature).
     fn host_link_allowed(&self, uid: u32, vnet: &str) -> Result<Arc<Vnet>, ErrorBody> {
         let v = self.owned(uid, vnet)?;
-        if uid != 0 {
+        if !self.is_admin(uid) {
             return Err(err(
                 ErrorKind::PermissionDenied,
                 format!("vnet {vnet:?}: links to the host are root's to create (uid {uid})"),
@@ -230,7 +245,7 @@ impl Server {
             }
             Op::VnetDel { name, recursive } => {
                 let v = self.owned(uid, &name)?;
-                if recursive && uid != 0 {
+                if recursive && !self.is_admin(uid) {
                     // Every vnet it would take along must be the caller's.
                     let mut stack = self.reg.children(v.id());
                     while let Some(c) = stack.pop() {
@@ -480,7 +495,7 @@ impl Server {
                 Ok(Value::Array(out))
             }
             Op::Dump => {
-                let t = topology::dump(&self.reg, uid);
+                let t = topology::dump(&self.reg, uid, self.is_admin(uid));
                 let text = toml::to_string_pretty(&t)
                     .map_err(|e| err(ErrorKind::Invalid, e.to_string()))?;
                 Ok(json!({ "toml": text }))
@@ -497,7 +512,8 @@ impl Server {
     pub fn apply(&self, text: &str, uid: u32) -> Result<Vec<String>, ErrorBody> {
         let want = topology::parse(text).map_err(|e| err(ErrorKind::BadRequest, e))?;
         let mut done = Vec::new();
-        let plan = topology::plan(&self.reg, &want, uid).map_err(|e| err(ErrorKind::Invalid, e))?;
+        let plan = topology::plan(&self.reg, &want, uid, self.is_admin(uid))
+            .map_err(|e| err(ErrorKind::Invalid, e))?;
         for op in plan {
             let line = topology::describe(&op);
             let removal = matches!(op, Op::RouteDel { .. } | Op::AddrDel { .. });
@@ -560,7 +576,7 @@ impl Server {
         let mut per = self.per_uid.lock().unwrap_or_else(|p| p.into_inner());
         let mine = per.entry(uid).or_insert(0);
         let total = self.clients.load(Ordering::SeqCst);
-        if uid != 0 && (*mine >= MAX_CLIENTS_PER_USER || total >= MAX_CLIENTS) {
+        if !self.is_admin(uid) && (*mine >= MAX_CLIENTS_PER_USER || total >= MAX_CLIENTS) {
             return None;
         }
         *mine += 1;

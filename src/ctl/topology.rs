@@ -213,11 +213,11 @@ fn desired_shape(t: &Topology, vnet: &str, name: &str, l: &LinkSpec) -> Shape {
     }
 }
 
-/// The running state of the vnets `uid` owns (root: its own and `vnet0`),
+/// The running state of the vnets `uid` owns (an administrator: also `vnet0`),
 /// in the file's shape. An epair end whose other end is gone (or outside
 /// those vnets) is left out: it carries nothing.
-pub fn dump(reg: &Registry, uid: u32) -> Topology {
-    let mut t = state(reg, uid);
+pub fn dump(reg: &Registry, uid: u32, admin: bool) -> Topology {
+    let mut t = state(reg, uid, admin);
     for v in t.vnet.values_mut() {
         v.link.retain(|_, l| l.kind.as_deref() != Some(DEAD));
     }
@@ -227,11 +227,11 @@ pub fn dump(reg: &Registry, uid: u32) -> Topology {
 /// Marks an epair end whose other end is gone.
 const DEAD: &str = "dead";
 
-fn state(reg: &Registry, uid: u32) -> Topology {
+fn state(reg: &Registry, uid: u32, admin: bool) -> Topology {
     let vnets: Vec<_> = reg
         .list()
         .into_iter()
-        .filter(|v| v.owner() == uid || (uid == 0 && v.id() == VnetId::VNET0))
+        .filter(|v| v.owner() == uid || (admin && v.id() == VnetId::VNET0))
         .collect();
     let names: BTreeMap<VnetId, String> = vnets
         .iter()
@@ -337,8 +337,8 @@ fn state(reg: &Registry, uid: u32) -> Topology {
 ///
 /// # Errors
 /// A vnet that exists under another parent than the file says.
-pub fn plan(reg: &Registry, want: &Topology, uid: u32) -> Result<Vec<Op>, String> {
-    let have = state(reg, uid);
+pub fn plan(reg: &Registry, want: &Topology, uid: u32, admin: bool) -> Result<Vec<Op>, String> {
+    let have = state(reg, uid, admin);
     let empty = VnetSpec::default();
     let parent_of = |s: &VnetSpec| s.parent.clone().unwrap_or_else(|| "vnet0".into());
     for (vn, wv) in &want.vnet {
