@@ -14,10 +14,13 @@
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
+#[path = "support/report.rs"]
+mod report;
 #[path = "support/throughput.rs"]
 mod throughput;
 
 use counting_alloc::{Counting, live};
+use report::row;
 
 use std::hint::black_box;
 use std::process::{Command, Stdio};
@@ -28,25 +31,6 @@ use vnet::{ifnet, stack};
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
-
-fn summary(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let med = if v.len() % 2 == 1 {
-        v[v.len() / 2]
-    } else {
-        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
-    };
-    (med, v[0], v[v.len() - 1])
-}
-
-fn row(what: &str, unit: &str, v: Vec<f64>) -> f64 {
-    let (med, lo, hi) = summary(v.clone());
-    println!(
-        "| {what} | {med:.2} {unit} | {lo:.2} – {hi:.2} | {} |",
-        v.len()
-    );
-    med
-}
 
 fn skipped(what: &str, why: &str) {
     println!("| {what} | skipped: {why} | | |");

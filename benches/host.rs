@@ -10,33 +10,21 @@
 //! Run: `cargo bench --bench host` as root (with iproute2 and
 //! netcat-openbsd). Results are medians with [min – max] over the rounds.
 
+#[path = "support/report.rs"]
+mod report;
+
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use report::row;
 use vnet::driver::realtime::{AppCtl, Realtime};
 use vnet::stack::socket::{self, SockError, TcpState};
 use vnet::stack::sysctl;
 use vnet::vnet::{Registry, Vnet};
 use vnet::{ifnet, stack};
-
-fn summary(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let med = if v.len() % 2 == 1 {
-        v[v.len() / 2]
-    } else {
-        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
-    };
-    (med, v[0], v[v.len() - 1])
-}
-
-fn row(what: &str, unit: &str, v: Vec<f64>) {
-    let n = v.len();
-    let (med, lo, hi) = summary(v);
-    println!("| {what} | {med:.2} {unit} | {lo:.2} – {hi:.2} | {n} |");
-}
 
 fn sh(args: &[&str]) {
     let o = Command::new(args[0])

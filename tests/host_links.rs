@@ -137,6 +137,30 @@ fn world(tag: &str) -> World {
     }
 }
 
+/// Downloads `url` with curl inside `ns`; returns the bytes received.
+fn curl_size(ns: &Netns, url: &str) -> usize {
+    let o = ns
+        .exec(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "120",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+            url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).parse().unwrap()
+}
+
 fn body(len: usize) -> Arc<Vec<u8>> {
     let mut x = 0x9e3779b97f4a7c15u64;
     Arc::new(
@@ -271,26 +295,7 @@ fn curl_in_the_namespace_downloads_16_mib_from_a_server_in_the_vnet() {
         eth0.stats.obytes / eth0.stats.opackets.max(1)
     );
     // And over IPv6.
-    let o =
-        w.ns.exec(&[
-            "curl",
-            "-sS",
-            "--max-time",
-            "120",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{size_download}",
-            "http://[fd50::2]:8080/file",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "curl -6: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&o.stdout), (16 << 20).to_string());
+    assert_eq!(curl_size(&w.ns, "http://[fd50::2]:8080/file"), 16 << 20);
 }
 
 #[test]
@@ -477,26 +482,7 @@ fn an_af_packet_link_on_a_veth_end_carries_ping_and_curl_both_ways() {
         .enter(|| socket::tcp_listen("0.0.0.0:8080".parse().unwrap(), 16, false))
         .unwrap();
     rt.add_app(&v, Box::new(http_server(lst, Arc::clone(&file))));
-    let o = ns
-        .exec(&[
-            "curl",
-            "-sS",
-            "--max-time",
-            "60",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{size_download}",
-            "http://10.70.0.2:8080/",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "curl: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&o.stdout), (4 << 20).to_string());
+    assert_eq!(curl_size(&ns, "http://10.70.0.2:8080/"), 4 << 20);
     let links = v.enter(ifnet::list).unwrap();
     let eth0 = links.iter().find(|l| l.name == "eth0").unwrap();
     assert_eq!(

@@ -302,23 +302,19 @@ impl PerVnet for IfnetTable {
             ifp.up = false;
             let home = ifp.home;
             cx.defer(move |reg, report| {
-                let mut slot = Some(ifp);
-                if let Some(h) = reg.get(home) {
-                    let back = h.enter(|| {
-                        vnet::with::<IfnetTable, _>(|t| match slot.take() {
-                            Some(ifp) => t.adopt(ifp).map_err(|ifp| slot = Some(ifp)).is_ok(),
-                            None => false,
-                        })
-                    });
-                    if back == Ok(true) {
-                        report.interfaces_returned += 1;
-                        return;
+                let back = match reg.get(home) {
+                    Some(h) => adopt_into(&h, ifp),
+                    None => Err(ifp),
+                };
+                match back {
+                    Ok(_) => report.interfaces_returned += 1,
+                    // Home is gone or has taken the name: the interface
+                    // dies (dropping it kills its link).
+                    Err(ifp) => {
+                        drop(ifp);
+                        report.interfaces_destroyed += 1;
                     }
                 }
-                // Home is gone or has taken the name: the interface dies
-                // (dropping it kills its link).
-                drop(slot);
-                report.interfaces_destroyed += 1;
             });
         }
         self.ifs.shrink_to_fit();
@@ -632,35 +628,15 @@ pub fn vmove(from: &Arc<Vnet>, name: &str, to: &Arc<Vnet>) -> Result<(), IfError
             }
         })
     })??;
-    let mut ifp = from.enter(|| {
-        vnet::with_vars(|vars| -> Result<Ifnet, IfError> {
-            let (t, inet) = vars
-                .get2_mut::<IfnetTable, crate::stack::Inet>()
-                .ok_or(CurVnetError::NoSubsystem("inet"))?;
-            let idx = t.index_of(name)?;
-            if t.get(idx).is_some_and(Ifnet::is_loopback) {
-                return Err(IfError::Loopback);
-            }
-            inet.forget_interface(idx);
-            Ok(t.detach(idx).expect("index just found"))
-        })
-    })??;
+    let mut ifp = from.enter(|| take_out(name))?;
     ifp.up = false;
-    let mut slot = Some(ifp);
-    let placed = to.enter(|| {
-        vnet::with::<IfnetTable, _>(|t| match slot.take() {
-            Some(ifp) => t.adopt(ifp).map_err(|ifp| slot = Some(ifp)).is_ok(),
-            None => false,
-        })
-    });
-    if placed != Ok(true) {
+    if let Err(ifp) = adopt_into(to, ifp) {
         // The target went away or took the name meanwhile: put it back.
-        if let Some(ifp) = slot {
-            let _ = from.enter(|| vnet::with::<IfnetTable, _>(|t| t.adopt(ifp).map(|_| ())));
-        }
-        return Err(match placed {
-            Err(e) => IfError::Vnet(e),
-            Ok(_) => IfError::Exists(name.to_string()),
+        let _ = adopt_into(from, ifp);
+        return Err(if to.state() == crate::vnet::VnetState::Active {
+            IfError::Exists(name.to_string())
+        } else {
+            IfError::Vnet(CurVnetError::Destroyed(to.id()))
         });
     }
     log::debug!(
@@ -677,7 +653,17 @@ pub fn vmove(from: &Arc<Vnet>, name: &str, to: &Arc<Vnet>) -> Result<(), IfError
 /// # Errors
 /// No such interface, or the loopback.
 pub fn destroy(name: &str) -> Result<(), IfError> {
-    let ifp = vnet::with_vars(|vars| -> Result<Ifnet, IfError> {
+    // Dropping the interface takes its link down.
+    take_out(name).map(drop)
+}
+
+/// Takes interface `name` out of the current vnet; its stack forgets the
+/// interface's addresses, routes and neighbors.
+///
+/// # Errors
+/// No such interface, or the loopback.
+fn take_out(name: &str) -> Result<Ifnet, IfError> {
+    vnet::with_vars(|vars| -> Result<Ifnet, IfError> {
         let (t, inet) = vars
             .get2_mut::<IfnetTable, crate::stack::Inet>()
             .ok_or(CurVnetError::NoSubsystem("inet"))?;
@@ -687,7 +673,23 @@ pub fn destroy(name: &str) -> Result<(), IfError> {
         }
         inet.forget_interface(idx);
         Ok(t.detach(idx).expect("index just found"))
-    })??;
-    drop(ifp);
-    Ok(())
+    })?
+}
+
+/// Attaches an interface to vnet `v`; hands it back if it could not be
+/// placed (the vnet is gone, or the name is taken there).
+#[allow(clippy::result_large_err)]
+fn adopt_into(v: &Arc<Vnet>, ifp: Ifnet) -> Result<IfIndex, Ifnet> {
+    let mut slot = Some(ifp);
+    let placed = v.enter(|| {
+        vnet::with::<IfnetTable, _>(|t| match slot.take() {
+            Some(ifp) => t.adopt(ifp).map_err(|ifp| slot = Some(ifp)).ok(),
+            None => None,
+        })
+    });
+    match (placed, slot) {
+        (Ok(Some(idx)), _) => Ok(idx),
+        (_, Some(ifp)) => Err(ifp),
+        (_, None) => unreachable!("an interface not placed is handed back"),
+    }
 }
