@@ -21,6 +21,7 @@
 pub mod ctl;
 pub mod driver;
 pub mod ifnet;
+pub mod sockets;
 pub mod stack;
 pub mod vnet;
 

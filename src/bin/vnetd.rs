@@ -11,6 +11,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use vnet::ctl::{self, peercred, server::Server};
 use vnet::driver::realtime::Realtime;
+use vnet::sockets::server::SocketServer;
 use vnet::vnet::Registry;
 
 /// Hosts any number of vnets (isolated TCP/IP stacks) and serves the control
@@ -83,6 +84,10 @@ fn run(path: &PathBuf, args: &Args) -> Result<(), String> {
     }
     let listener =
         UnixListener::bind(path).map_err(|e| format!("binding {}: {e}", path.display()))?;
+    let sk_path = vnet::sockets::wire::sockets_path(path);
+    let _ = std::fs::remove_file(&sk_path);
+    let sk_listener = vnet::sockets::server::listen(&sk_path)
+        .map_err(|e| format!("binding {}: {e}", sk_path.display()))?;
     // Any local user may connect; each request is authorised by uid.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -101,6 +106,16 @@ fn run(path: &PathBuf, args: &Args) -> Result<(), String> {
             .map_err(|e| format!("{}: {}", config_name(args), e.message))?;
         log::info!("{}: {} change(s) made", config_name(args), done.len());
     }
+    let sockets = server
+        .with_driver(|rt| SocketServer::new(Arc::clone(server.registry()), rt, server.admin()));
+    let sk_waker = sk_listener
+        .try_clone()
+        .map_err(|e| format!("{}: {e}", sk_path.display()))?;
+    let sk = Arc::clone(&sockets);
+    let sk_accept = std::thread::Builder::new()
+        .name("vnetd-sockets-accept".into())
+        .spawn(move || sk.serve(sk_listener))
+        .map_err(|e| format!("starting the socket server: {e}"))?;
     let waker = listener
         .try_clone()
         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -110,8 +125,9 @@ fn run(path: &PathBuf, args: &Args) -> Result<(), String> {
         .spawn(move || srv.serve(listener, peercred::peer_uid))
         .map_err(|e| format!("starting the accept thread: {e}"))?;
     log::info!(
-        "vnetd serving {} with {workers} worker thread(s)",
-        path.display()
+        "vnetd serving {} (sockets: {}) with {workers} worker thread(s)",
+        path.display(),
+        sk_path.display()
     );
     for sig in signals.forever() {
         match sig {
@@ -142,7 +158,12 @@ fn run(path: &PathBuf, args: &Args) -> Result<(), String> {
     // SAFETY: shutdown(2) on a descriptor `waker` owns for the call.
     unsafe { libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(&waker), libc::SHUT_RDWR) };
     let _ = accept.join();
+    sockets.stop();
+    // SAFETY: shutdown(2) on a descriptor `sk_waker` owns for the call.
+    unsafe { libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(&sk_waker), libc::SHUT_RDWR) };
+    let _ = sk_accept.join();
     let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(&sk_path);
     let n = server.shutdown();
     log::info!("stopped: {n} vnet(s) torn down, {} removed", path.display());
     Ok(())

@@ -5,6 +5,11 @@ use std::os::unix::net::UnixStream;
 
 /// The uid of the process that connected `s`, as the kernel recorded it.
 pub fn peer_uid(s: &UnixStream) -> Option<u32> {
+    peer_uid_fd(s.as_raw_fd())
+}
+
+/// The uid of the process that connected the Unix socket `fd`.
+pub fn peer_uid_fd(fd: std::os::fd::RawFd) -> Option<u32> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
@@ -12,10 +17,10 @@ pub fn peer_uid(s: &UnixStream) -> Option<u32> {
     };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: `cred` and `len` are valid for writes of the sizes passed, and
-    // the descriptor stays open for the call (borrowed from `s`).
+    // the caller keeps the descriptor open for the call.
     let rc = unsafe {
         libc::getsockopt(
-            s.as_raw_fd(),
+            fd,
             libc::SOL_SOCKET,
             libc::SO_PEERCRED,
             (&mut cred as *mut libc::ucred).cast(),

@@ -172,6 +172,11 @@ impl Server {
         self.rt.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Runs `f` with the driver (to attach the socket server to it).
+    pub fn with_driver<R>(&self, f: impl FnOnce(&Realtime) -> R) -> R {
+        f(&self.rt())
+    }
+
     /// Whether `uid` may do anything here: root, and the user vnetd runs as.
     pub fn is_admin(&self, uid: u32) -> bool {
         uid == 0 || uid == self.admin
@@ -467,12 +472,24 @@ impl Server {
                 let st = v
                     .enter(stack::stats)
                     .map_err(|e| err(ErrorKind::NotFound, format!("vnet {vnet:?}: {e}")))?;
-                Ok(Value::Object(
-                    st.entries()
-                        .into_iter()
-                        .map(|(k, x)| (k.to_string(), json!(x)))
-                        .collect(),
-                ))
+                let mut m: serde_json::Map<String, Value> = st
+                    .entries()
+                    .into_iter()
+                    .map(|(k, x)| (k.to_string(), json!(x)))
+                    .collect();
+                // Gauges beside the counters: the stack's sockets (closing
+                // ones included) and those the socket server holds for
+                // programs.
+                let (socks, served) = v.enter(|| {
+                    (
+                        stack::socket::count().unwrap_or(0),
+                        crate::vnet::with::<crate::sockets::table::Sockets, _>(|t| t.len())
+                            .unwrap_or(0),
+                    )
+                });
+                m.insert("sockets".into(), json!(socks));
+                m.insert("sockets_served".into(), json!(served));
+                Ok(Value::Object(m))
             }
             Op::Apply { toml } => Ok(json!(self.apply(&toml, uid)?)),
             Op::Batch { ops, keep_going } => {

@@ -3,13 +3,18 @@
 //! other when one sends frames to a vnet another owns.
 //!
 //! A vnet is polled only by the worker it is assigned to, so its state lock
-//! is uncontended on the packet path. A worker with nothing due sleeps on a
-//! condition variable until its earliest deadline or a wake-up: an idle
-//! driver uses no CPU.
+//! is uncontended on the packet path. A worker with nothing due sleeps in
+//! `epoll_wait` until its earliest deadline, a wake-up (an eventfd), or
+//! readiness of a descriptor watched for one of its vnets (the socket
+//! server's ends of its clients' sockets): an idle driver uses no CPU.
+//!
+//! This is the one place the driver touches descriptors on behalf of the
+//! stacks; the stacks themselves stay sans-IO.
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 
 use smoltcp::time::{Duration, Instant};
@@ -30,25 +35,78 @@ pub enum AppCtl {
 /// source or sink, a test server).
 pub type App = Box<dyn FnMut(Instant) -> AppCtl + Send>;
 
+/// Code that runs inside every vnet's scope after each poll of it, on its
+/// worker (the socket server's data pump), given the tokens of the vnet's
+/// watched descriptors that became ready; returns when it wants to run again
+/// without a wake-up.
+pub type IoHook = Arc<dyn Fn(Instant, &[u32]) -> Option<Instant> + Send + Sync>;
+
+/// The epoll token of a worker's eventfd (vnet ids are 32-bit).
+const WAKE_TOKEN: u64 = u64::MAX;
+
 #[derive(Default)]
 struct WState {
     due: BTreeMap<VnetId, Instant>,
     vnets: HashMap<VnetId, Arc<Vnet>>,
     apps: Vec<(VnetId, App)>,
+    /// Tokens of watched descriptors found ready, per vnet.
+    ready: HashMap<VnetId, Vec<u32>>,
     stop: bool,
-    /// The worker is waiting on the condition variable (set and cleared
+    /// The worker is in (or about to enter) `epoll_wait` (set and cleared
     /// under the mutex, so a wake-up is never lost).
     sleeping: bool,
 }
 
 struct Worker {
     state: Mutex<WState>,
-    cv: Condvar,
+    /// What the worker sleeps on: its eventfd and watched descriptors.
+    ep: OwnedFd,
+    /// Written to wake the worker.
+    ev: OwnedFd,
+    /// Descriptors watched for this worker's vnets.
+    watched: AtomicUsize,
 }
 
 impl Worker {
+    fn new() -> Worker {
+        // SAFETY: plain system calls; each result is checked before it is
+        // owned.
+        let (ep, ev) = unsafe {
+            let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+            let ev = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
+            assert!(
+                ep >= 0 && ev >= 0,
+                "epoll/eventfd: {}",
+                std::io::Error::last_os_error()
+            );
+            (OwnedFd::from_raw_fd(ep), OwnedFd::from_raw_fd(ev))
+        };
+        let w = Worker {
+            state: Mutex::new(WState::default()),
+            ep,
+            ev,
+            watched: AtomicUsize::new(0),
+        };
+        w.ctl(w.ev.as_raw_fd(), WAKE_TOKEN, libc::EPOLLIN as u32)
+            .expect("watching the eventfd");
+        w
+    }
+    fn ctl(&self, fd: RawFd, token: u64, events: u32) -> std::io::Result<()> {
+        let mut e = libc::epoll_event { events, u64: token };
+        // SAFETY: `e` is valid for the call; the kernel checks `fd`.
+        let rc = unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut e) };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
     fn lock(&self) -> MutexGuard<'_, WState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn notify(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from `one` to the eventfd this worker owns.
+        unsafe { libc::write(self.ev.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
     fn wake(&self, v: VnetId, at: Instant) {
         let mut g = self.lock();
@@ -59,7 +117,48 @@ impl Worker {
         // A worker that is awake will see the entry before it sleeps: spare
         // the system call.
         if sleeping {
-            self.cv.notify_one();
+            self.notify();
+        }
+    }
+    /// Waits up to `timeout` (forever when `None`) for a wake-up or a
+    /// watched descriptor, and marks the vnets whose descriptors are ready
+    /// as due now. A zero timeout only collects what is ready.
+    fn wait(&self, timeout: Option<std::time::Duration>) {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+        let ts = timeout.map(|t| libc::timespec {
+            tv_sec: t.as_secs() as libc::time_t,
+            tv_nsec: t.subsec_nanos() as libc::c_long,
+        });
+        let tsp = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `events` has room for the count passed; `tsp` is null or
+        // points to `ts`, alive for the call.
+        let n = unsafe {
+            libc::epoll_pwait2(
+                self.ep.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as i32,
+                tsp,
+                std::ptr::null(),
+            )
+        };
+        if n <= 0 {
+            return;
+        }
+        let mut g = self.lock();
+        for e in &events[..n as usize] {
+            let token = e.u64;
+            if token == WAKE_TOKEN {
+                let mut buf = 0u64;
+                // SAFETY: reads 8 bytes into `buf` from the eventfd this
+                // worker owns (resetting it).
+                unsafe { libc::read(self.ev.as_raw_fd(), (&mut buf as *mut u64).cast(), 8) };
+            } else {
+                let v = VnetId((token >> 32) as u32);
+                g.due.insert(v, Instant::ZERO);
+                g.ready.entry(v).or_default().push(token as u32);
+            }
         }
     }
 }
@@ -70,6 +169,7 @@ struct Shared {
     apps: AtomicUsize,
     owner: Mutex<HashMap<VnetId, usize>>,
     epoch: std::time::Instant,
+    hook: OnceLock<IoHook>,
 }
 
 impl Shared {
@@ -97,17 +197,11 @@ impl Realtime {
     pub fn start(workers: usize) -> Realtime {
         let n = workers.max(1);
         let shared = Arc::new(Shared {
-            workers: (0..n)
-                .map(|_| {
-                    Arc::new(Worker {
-                        state: Mutex::new(WState::default()),
-                        cv: Condvar::new(),
-                    })
-                })
-                .collect(),
+            workers: (0..n).map(|_| Arc::new(Worker::new())).collect(),
             owner: Mutex::new(HashMap::new()),
             apps: AtomicUsize::new(0),
             epoch: std::time::Instant::now(),
+            hook: OnceLock::new(),
         });
         let threads = (0..n)
             .map(|i| {
@@ -177,6 +271,20 @@ impl Realtime {
         }
     }
 
+    /// A handle for code outside the driver that watches descriptors for
+    /// vnets and wakes them (the socket server).
+    pub fn handle(&self) -> RtHandle {
+        RtHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Installs the hook run in each vnet after each poll (once; later
+    /// calls are ignored).
+    pub fn set_io_hook(&self, hook: IoHook) {
+        let _ = self.shared.hook.set(hook);
+    }
+
     /// Whether any application hook is still running.
     pub fn apps_running(&self) -> bool {
         self.shared.apps.load(Ordering::Acquire) > 0
@@ -192,7 +300,7 @@ impl Realtime {
     pub fn shutdown(&mut self) {
         for w in &self.shared.workers {
             w.lock().stop = true;
-            w.cv.notify_all();
+            w.notify();
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -206,6 +314,44 @@ impl Realtime {
     }
 }
 
+/// What the socket server needs of the driver, shareable across threads.
+#[derive(Clone)]
+pub struct RtHandle {
+    shared: Arc<Shared>,
+}
+
+impl RtHandle {
+    /// The driver's clock now.
+    pub fn now(&self) -> Instant {
+        self.shared.now()
+    }
+
+    /// Polls `v` as soon as `fd` becomes readable, writable or hung up
+    /// (edge-triggered), handing `token` to the I/O hook. The watch ends
+    /// when the descriptor is closed.
+    ///
+    /// # Errors
+    /// `v` is not run by this driver, or `epoll_ctl` failed.
+    pub fn watch(&self, v: VnetId, fd: RawFd, token: u32) -> std::io::Result<()> {
+        let w = self
+            .shared
+            .worker_of(v)
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENXIO))?;
+        let worker = &self.shared.workers[w];
+        let ev = libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET;
+        worker.ctl(fd, (u64::from(v.0) << 32) | u64::from(token), ev as u32)?;
+        worker.watched.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Asks for `v` to be polled now.
+    pub fn kick(&self, v: VnetId) {
+        if let Some(w) = self.shared.worker_of(v) {
+            self.shared.workers[w].wake(v, Instant::ZERO);
+        }
+    }
+}
+
 impl Drop for Realtime {
     fn drop(&mut self) {
         self.shutdown();
@@ -215,7 +361,12 @@ impl Drop for Realtime {
 fn run(s: &Shared, me: usize) {
     let worker = &s.workers[me];
     let mut apps: Vec<(VnetId, App)> = Vec::new();
+    let hook = || s.hook.get().cloned();
     loop {
+        if worker.watched.load(Ordering::Relaxed) > 0 {
+            // Busy workers never sleep: collect descriptor readiness anyway.
+            worker.wait(Some(std::time::Duration::ZERO));
+        }
         let now = s.now();
         let vnets = {
             let mut g = worker.lock();
@@ -230,23 +381,16 @@ fn run(s: &Shared, me: usize) {
                 .map(|(v, _)| *v)
                 .collect();
             if ready.is_empty() {
-                // Sleep until the earliest deadline, or until woken when
-                // nothing is due at all: an idle worker uses no CPU.
+                // Sleep until the earliest deadline, a wake-up, or a watched
+                // descriptor: an idle worker uses no CPU.
                 let wait =
                     g.due.values().min().map(|t| {
                         std::time::Duration::from_micros((*t - now).total_micros().max(1))
                     });
                 g.sleeping = true;
-                let mut g2 = match wait {
-                    Some(timeout) => {
-                        worker
-                            .cv
-                            .wait_timeout(g, timeout)
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0
-                    }
-                    None => worker.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
-                };
+                drop(g);
+                worker.wait(wait);
+                let mut g2 = worker.lock();
                 g2.sleeping = false;
                 apps.append(&mut g2.apps);
                 continue;
@@ -254,15 +398,22 @@ fn run(s: &Shared, me: usize) {
             for v in &ready {
                 g.due.remove(v);
             }
+            let g = &mut *g;
             ready
                 .iter()
                 .filter_map(|v| g.vnets.get(v).cloned())
-                .collect::<Vec<Arc<Vnet>>>()
+                .map(|v| {
+                    let tokens = g.ready.remove(&v.id()).unwrap_or_default();
+                    (v, tokens)
+                })
+                .collect::<Vec<(Arc<Vnet>, Vec<u32>)>>()
         };
-        for v in vnets {
+        for (v, tokens) in vnets {
             let id = v.id();
+            let io = hook();
             let out = v.enter(|| {
                 let out = stack::poll(now);
+                let io_again = io.as_ref().and_then(|h| h(now, &tokens));
                 apps.retain_mut(|(owner, app)| {
                     let keep = *owner != id || app(now) == AppCtl::Continue;
                     if !keep {
@@ -272,13 +423,14 @@ fn run(s: &Shared, me: usize) {
                 });
                 // The apps may have queued data: let it out in this turn.
                 let again = stack::poll(now);
-                (out, again)
+                (out, again, io_again)
             });
-            let (Ok(a), Ok(b)) = out else {
+            let (Ok(a), Ok(b), io_again) = out else {
                 // Destroyed: forget it and retire its hooks.
                 let mut g = worker.lock();
                 g.vnets.remove(&id);
                 g.due.remove(&id);
+                g.ready.remove(&id);
                 drop(g);
                 s.owner
                     .lock()
@@ -303,6 +455,9 @@ fn run(s: &Shared, me: usize) {
                 if let Some(d) = o.deadline {
                     worker.wake(id, d);
                 }
+            }
+            if let Some(at) = io_again {
+                worker.wake(id, at);
             }
             if has_app {
                 // Apps are polled at least every millisecond.

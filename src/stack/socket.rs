@@ -477,7 +477,7 @@ impl Inet {
         Ok((id, addr, port))
     }
 
-    fn tcp_listen(
+    pub(crate) fn tcp_listen(
         &mut self,
         local: SocketAddr,
         backlog: usize,
@@ -508,7 +508,7 @@ impl Inet {
         Ok(id)
     }
 
-    fn tcp_accept(&mut self, id: SocketId) -> Result<(SocketId, SocketAddr), SockError> {
+    pub(crate) fn tcp_accept(&mut self, id: SocketId) -> Result<(SocketId, SocketAddr), SockError> {
         let Kind::Listener { pool, .. } = &entry(&mut self.socks, id)?.kind else {
             return Err(SockError::InvalidInput);
         };
@@ -568,7 +568,7 @@ impl Inet {
             .ok_or(SockError::AddrNotAvailable)
     }
 
-    fn tcp_connect(
+    pub(crate) fn tcp_connect(
         &mut self,
         remote: SocketAddr,
         local: Option<SocketAddr>,
@@ -645,7 +645,7 @@ impl Inet {
         Ok((t, s))
     }
 
-    fn sock_send(&mut self, id: SocketId, data: &[u8]) -> Result<usize, SockError> {
+    pub(crate) fn sock_send(&mut self, id: SocketId, data: &[u8]) -> Result<usize, SockError> {
         if let Ok((t, s)) = self.tcp_mut(id) {
             if let Some(e) = t.error {
                 return Err(e);
@@ -671,7 +671,7 @@ impl Inet {
         Err(SockError::NotConnected)
     }
 
-    fn sock_recv(&mut self, id: SocketId, buf: &mut [u8]) -> Result<usize, SockError> {
+    pub(crate) fn sock_recv(&mut self, id: SocketId, buf: &mut [u8]) -> Result<usize, SockError> {
         let (t, s) = self.tcp_mut(id)?;
         if s.can_recv() {
             return s.recv_slice(buf).map_err(|_| SockError::NotConnected);
@@ -689,7 +689,86 @@ impl Inet {
         }
     }
 
-    fn tcp_state(&mut self, id: SocketId) -> Result<TcpState, SockError> {
+    /// Lets `f` fill the free part of a connected socket's send buffer
+    /// (the socket server reads a client's bytes straight into it); `f`
+    /// returns how many bytes it wrote. Returns `Ok(0)` when the buffer is
+    /// full.
+    pub(crate) fn tcp_send_with(
+        &mut self,
+        id: SocketId,
+        f: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<usize, SockError> {
+        let (t, s) = self.tcp_mut(id)?;
+        if let Some(e) = t.error {
+            return Err(e);
+        }
+        if t.connecting || !s.may_send() {
+            return Err(SockError::NotConnected);
+        }
+        s.send(|buf| {
+            let n = f(buf).min(buf.len());
+            (n, n)
+        })
+        .map_err(|_| SockError::BrokenPipe)
+    }
+
+    /// Lets `f` take bytes from a socket's receive buffer (the socket
+    /// server writes them straight to its client); `f` returns how many it
+    /// took. `Ok(None)` is end of stream (the peer's FIN, all data taken).
+    pub(crate) fn tcp_recv_with(
+        &mut self,
+        id: SocketId,
+        f: impl FnOnce(&[u8]) -> usize,
+    ) -> Result<Option<usize>, SockError> {
+        let (t, s) = self.tcp_mut(id)?;
+        if s.can_recv() {
+            return s
+                .recv(|buf| {
+                    let n = f(buf).min(buf.len());
+                    (n, n)
+                })
+                .map(Some)
+                .map_err(|_| SockError::NotConnected);
+        }
+        if let Some(e) = t.error {
+            return Err(e);
+        }
+        if s.may_recv() || matches!(s.state(), tcp::State::SynSent | tcp::State::SynReceived) {
+            return Ok(Some(0));
+        }
+        Ok(None)
+    }
+
+    /// Whether a connected socket has received bytes not yet taken, and
+    /// whether all it was given to send has been acknowledged.
+    pub(crate) fn tcp_pending(&mut self, id: SocketId) -> Result<(bool, bool), SockError> {
+        let (_, s) = self.tcp_mut(id)?;
+        Ok((s.can_recv(), s.send_queue() == 0))
+    }
+
+    /// Shuts the sending side (`shutdown(SHUT_WR)`): a FIN follows the data
+    /// already queued; receiving goes on.
+    pub(crate) fn tcp_shutdown(&mut self, id: SocketId) -> Result<(), SockError> {
+        let (_, s) = self.tcp_mut(id)?;
+        s.close();
+        Ok(())
+    }
+
+    /// `TCP_NODELAY` (Nagle's algorithm off) and `SO_KEEPALIVE` (with
+    /// `interval`) on a connected socket.
+    pub(crate) fn tcp_set_opts(
+        &mut self,
+        id: SocketId,
+        nodelay: bool,
+        keepalive: Option<Duration>,
+    ) -> Result<(), SockError> {
+        let (_, s) = self.tcp_mut(id)?;
+        s.set_nagle_enabled(!nodelay);
+        s.set_keep_alive(keepalive);
+        Ok(())
+    }
+
+    pub(crate) fn tcp_state(&mut self, id: SocketId) -> Result<TcpState, SockError> {
         if let Kind::Listener { .. } = self.entry(id)?.kind {
             return Ok(TcpState::Listening);
         }
@@ -701,7 +780,7 @@ impl Inet {
         })
     }
 
-    fn close(&mut self, id: SocketId, abort: bool) -> Result<(), SockError> {
+    pub(crate) fn close(&mut self, id: SocketId, abort: bool) -> Result<(), SockError> {
         let e = entry(&mut self.socks, id)?;
         match &mut e.kind {
             Kind::Tcp(t) => {
@@ -764,14 +843,14 @@ impl Inet {
         );
     }
 
-    fn take_error(&mut self, id: SocketId) -> Result<Option<SockError>, SockError> {
+    pub(crate) fn take_error(&mut self, id: SocketId) -> Result<Option<SockError>, SockError> {
         match self.tcp_mut(id) {
             Ok((t, _)) => Ok(t.error.take()),
             Err(_) => self.entry(id).map(|_| None),
         }
     }
 
-    fn local_addr(&mut self, id: SocketId) -> Result<SocketAddr, SockError> {
+    pub(crate) fn local_addr(&mut self, id: SocketId) -> Result<SocketAddr, SockError> {
         let e = entry(&mut self.socks, id)?;
         let any = |a: Option<IpAddress>, port| {
             SocketAddr::new(a.map_or(IpAddr::from([0u8, 0, 0, 0]), IpAddr::from), port)
@@ -792,14 +871,18 @@ impl Inet {
         }
     }
 
-    fn peer_addr(&mut self, id: SocketId) -> Result<SocketAddr, SockError> {
+    pub(crate) fn peer_addr(&mut self, id: SocketId) -> Result<SocketAddr, SockError> {
         let (_, s) = self.tcp_mut(id)?;
         s.remote_endpoint()
             .map(to_std)
             .ok_or(SockError::NotConnected)
     }
 
-    fn udp_bind(&mut self, local: SocketAddr, reuse: bool) -> Result<SocketId, SockError> {
+    pub(crate) fn udp_bind(
+        &mut self,
+        local: SocketAddr,
+        reuse: bool,
+    ) -> Result<SocketId, SockError> {
         let (id, addr, port) = self.bind_port(Proto::Udp, local, reuse)?;
         let n = (self.tunables.udp_recvspace / 512).max(4);
         let rx = udp::PacketBuffer::new(
@@ -824,7 +907,7 @@ impl Inet {
         Ok(id)
     }
 
-    fn udp_send_to(
+    pub(crate) fn udp_send_to(
         &mut self,
         id: SocketId,
         data: &[u8],
@@ -866,7 +949,7 @@ impl Inet {
         }
     }
 
-    fn udp_recv_from(
+    pub(crate) fn udp_recv_from(
         &mut self,
         id: SocketId,
         buf: &mut [u8],
@@ -884,7 +967,7 @@ impl Inet {
         }
     }
 
-    fn icmp_open(&mut self, ident: u16) -> Result<SocketId, SockError> {
+    pub(crate) fn icmp_open(&mut self, ident: u16) -> Result<SocketId, SockError> {
         let id = self.alloc_id()?;
         let rx =
             icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 16], vec![0u8; 16 * 1024]);
@@ -905,7 +988,12 @@ impl Inet {
         Ok(id)
     }
 
-    fn icmp_send(&mut self, id: SocketId, msg: &[u8], dst: IpAddr) -> Result<(), SockError> {
+    pub(crate) fn icmp_send(
+        &mut self,
+        id: SocketId,
+        msg: &[u8],
+        dst: IpAddr,
+    ) -> Result<(), SockError> {
         let Kind::Icmp { h } = self.entry(id)?.kind else {
             return Err(SockError::InvalidInput);
         };
@@ -918,7 +1006,11 @@ impl Inet {
             })
     }
 
-    fn icmp_recv(&mut self, id: SocketId, buf: &mut [u8]) -> Result<(usize, IpAddr), SockError> {
+    pub(crate) fn icmp_recv(
+        &mut self,
+        id: SocketId,
+        buf: &mut [u8],
+    ) -> Result<(usize, IpAddr), SockError> {
         let Kind::Icmp { h } = self.entry(id)?.kind else {
             return Err(SockError::InvalidInput);
         };
