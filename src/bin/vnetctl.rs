@@ -62,6 +62,15 @@ enum Cmd {
     },
     /// Write the running state as a topology file
     Dump,
+    /// Run a program with its sockets in VNET (as `ip netns exec`); exits
+    /// with the program's status
+    Exec {
+        /// The vnet
+        vnet: String,
+        /// The program and its arguments (after `--`)
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        argv: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -408,6 +417,7 @@ fn request(cmd: Cmd, vnet: &str) -> (Op, Printer) {
         Cmd::Stats => (Op::Stats { vnet }, Printer::Stats),
         Cmd::Apply { .. } => unreachable!("read by `one` before the request is made"),
         Cmd::Dump => (Op::Dump, Printer::Dump),
+        Cmd::Exec { .. } => unreachable!("run by `main` without a request"),
     }
 }
 
@@ -766,11 +776,90 @@ fn batch(cli: &Cli, file: &PathBuf) -> u8 {
     status.max(code)
 }
 
+/// Where the preload library is: `VNET_PRELOAD`, else beside this binary
+/// (as cargo and `make install` both lay them out).
+fn preload_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("VNET_PRELOAD") {
+        return Some(p.into());
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [
+        dir.join("libvnet_preload.so"),
+        dir.join("../lib/vnet/libvnet_preload.so"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+}
+
+/// `vnetctl exec VNET -- CMD ARGS...`: checks the vnet, then becomes the
+/// program with the preload library and the vnet in its environment.
+fn exec(socket: &Option<PathBuf>, vnet: &str, argv: &[String]) -> u8 {
+    use std::os::unix::process::CommandExt;
+    let mut client = match connect(socket) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.call(Op::VnetShow {
+        name: vnet.to_string(),
+    }) {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            eprintln!("vnetctl: {}", e.message);
+            return 2;
+        }
+        Err(e) => {
+            eprintln!("vnetctl: {e}");
+            return 2;
+        }
+    }
+    let Some(lib) = preload_path() else {
+        eprintln!(
+            "vnetctl: libvnet_preload.so not found beside vnetctl (build it with `cargo build -p vnet-preload`, or set VNET_PRELOAD)"
+        );
+        return 2;
+    };
+    let lib = std::fs::canonicalize(&lib).unwrap_or(lib);
+    let ctl_path = socket.clone().unwrap_or_else(ctl::default_socket_path);
+    let preload = match std::env::var_os("LD_PRELOAD") {
+        Some(old) if !old.is_empty() => {
+            let mut p = lib.into_os_string();
+            p.push(" ");
+            p.push(old);
+            p
+        }
+        _ => lib.into_os_string(),
+    };
+    let err = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .env("LD_PRELOAD", preload)
+        .env(vnet::sockets::wire::ENV_VNET, vnet)
+        .env(
+            vnet::sockets::wire::ENV_SOCKETS,
+            vnet::sockets::wire::sockets_path(&ctl_path),
+        )
+        .exec();
+    eprintln!("vnetctl: {}: {err}", argv[0]);
+    if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    }
+}
+
 fn main() -> ExitCode {
+    // A closed pipe (`vnetctl ... | head`) ends the program quietly, as it
+    // does iproute2.
+    // SAFETY: restores the default disposition of SIGPIPE before any thread
+    // or I/O exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = match parse(std::env::args()) {
         Ok(c) => c,
         Err(code) => return ExitCode::from(code),
     };
+    if let Some(Cmd::Exec { vnet, argv }) = &cli.cmd {
+        return ExitCode::from(exec(&cli.socket, vnet, argv));
+    }
     if let Some(file) = cli.batch.clone() {
         return ExitCode::from(batch(&cli, &file));
     }

@@ -456,7 +456,20 @@ fn op(s: &mut Sock, inet: &mut Inet, req: Req, vnet: String) -> Outcome {
             St::Fresh => {
                 let local = s.bound.unwrap_or_else(|| s.any());
                 let backlog = (backlog as usize).clamp(1, 4096);
-                match inet.tcp_listen(local, backlog, s.opts.reuse_addr || s.opts.reuse_port) {
+                // An AF_INET socket takes IPv4 only, an AF_INET6 one both
+                // unless IPV6_V6ONLY (or bound to an IPv6 address).
+                let family = match local {
+                    SocketAddr::V4(_) => Some(smoltcp::wire::IpVersion::Ipv4),
+                    SocketAddr::V6(a) if s.opts.v6only || !a.ip().is_unspecified() => {
+                        match a.ip().to_ipv4_mapped() {
+                            Some(_) => Some(smoltcp::wire::IpVersion::Ipv4),
+                            None => Some(smoltcp::wire::IpVersion::Ipv6),
+                        }
+                    }
+                    SocketAddr::V6(_) => None,
+                };
+                let reuse = s.opts.reuse_addr || s.opts.reuse_port;
+                match inet.tcp_listen_family(local, backlog, reuse, family) {
                     Ok(id) => {
                         s.st = St::Listening(id);
                         ok()
@@ -522,7 +535,14 @@ fn op(s: &mut Sock, inet: &mut Inet, req: Req, vnet: String) -> Outcome {
                 _ => None,
             };
             let a = a.or(s.bound).unwrap_or_else(|| s.any());
-            let a = if s.v6 { table::to_v6(a) } else { a };
+            let a = match a {
+                // The stack says 0.0.0.0 for "any address" of either family.
+                SocketAddr::V4(v4) if s.v6 && v4.ip().is_unspecified() => {
+                    SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), v4.port())
+                }
+                a if s.v6 => table::to_v6(a),
+                a => a,
+            };
             Outcome::Done(
                 Reply {
                     addr: Some(a),

@@ -138,6 +138,9 @@ enum Kind {
     Listener {
         port: u16,
         addr: Option<IpAddress>,
+        /// The one family it accepts (an `AF_INET` socket, or `AF_INET6`
+        /// with `IPV6_V6ONLY`); `None` for both.
+        family: Option<IpVersion>,
         backlog: usize,
         pool: Vec<SocketHandle>,
     },
@@ -246,16 +249,30 @@ impl Inet {
                 Kind::Listener {
                     port,
                     addr,
+                    family,
                     backlog,
                     pool,
-                    ..
                 },
             ..
         }) = self.socks.map.get_mut(&id)
         else {
             return true;
         };
-        let (port, addr, backlog) = (*port, *addr, *backlog);
+        let (port, addr, family, backlog) = (*port, *addr, *family, *backlog);
+        if family.is_some_and(|f| f != remote.addr.version()) && remote.port != 0 {
+            // Not this listener's family: with no LISTEN socket to take it,
+            // the SYN is answered with a reset, as by a closed port.
+            let idle: Vec<SocketHandle> = pool
+                .iter()
+                .copied()
+                .filter(|h| self.sockets.get::<tcp::Socket>(*h).state() == tcp::State::Listen)
+                .collect();
+            pool.retain(|h| !idle.contains(h));
+            for h in idle {
+                self.sockets.remove(h);
+            }
+            return true;
+        }
         let mut listening = Vec::new();
         let mut pending = 0;
         let mut known = false;
@@ -483,6 +500,17 @@ impl Inet {
         backlog: usize,
         reuse: bool,
     ) -> Result<SocketId, SockError> {
+        self.tcp_listen_family(local, backlog, reuse, None)
+    }
+
+    /// As `tcp_listen`, accepting only `family` when given.
+    pub(crate) fn tcp_listen_family(
+        &mut self,
+        local: SocketAddr,
+        backlog: usize,
+        reuse: bool,
+        family: Option<IpVersion>,
+    ) -> Result<SocketId, SockError> {
         let (id, addr, port) = self.bind_port(Proto::Tcp, local, reuse)?;
         if let Err(e) = self.ports.listen(port, id) {
             self.ports.release(Proto::Tcp, port, id);
@@ -494,6 +522,7 @@ impl Inet {
                 kind: Kind::Listener {
                     port,
                     addr,
+                    family,
                     backlog: backlog.clamp(1, 4096),
                     pool: Vec::new(),
                 },
