@@ -64,7 +64,9 @@ fn set_errno(e: i32) {
 }
 
 fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 // ---------------------------------------------------------------------------
@@ -222,7 +224,8 @@ fn session_fd() -> Result<RawFd, i32> {
                     .unwrap_or(libc::ENETDOWN)
             })?;
             // SAFETY: fcntl on the descriptor just made.
-            let high = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, SESSION_FD_MIN) };
+            let high =
+                unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, SESSION_FD_MIN) };
             let fd = if high >= 0 {
                 // SAFETY: `high` was just made by F_DUPFD and is ours.
                 unsafe { OwnedFd::from_raw_fd(high) }
@@ -300,7 +303,9 @@ unsafe fn write_addr(a: SocketAddr, v6: bool, out: *mut sockaddr, len: *mut sock
         return;
     }
     let a = match a {
-        SocketAddr::V4(v4) if v6 => SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0)),
+        SocketAddr::V4(v4) if v6 => {
+            SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+        }
         a => a,
     };
     let mut buf = [0u8; std::mem::size_of::<libc::sockaddr_in6>()];
@@ -313,7 +318,13 @@ unsafe fn write_addr(a: SocketAddr, v6: bool, out: *mut sockaddr, len: *mut sock
             s.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
             let n = std::mem::size_of::<libc::sockaddr_in>();
             // SAFETY: copies the struct's bytes into a buffer big enough.
-            unsafe { std::ptr::copy_nonoverlapping((&s as *const libc::sockaddr_in).cast::<u8>(), buf.as_mut_ptr(), n) };
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    (&s as *const libc::sockaddr_in).cast::<u8>(),
+                    buf.as_mut_ptr(),
+                    n,
+                )
+            };
             n
         }
         SocketAddr::V6(v6a) => {
@@ -326,7 +337,13 @@ unsafe fn write_addr(a: SocketAddr, v6: bool, out: *mut sockaddr, len: *mut sock
             s.sin6_flowinfo = v6a.flowinfo();
             let n = std::mem::size_of::<libc::sockaddr_in6>();
             // SAFETY: copies the struct's bytes into a buffer big enough.
-            unsafe { std::ptr::copy_nonoverlapping((&s as *const libc::sockaddr_in6).cast::<u8>(), buf.as_mut_ptr(), n) };
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    (&s as *const libc::sockaddr_in6).cast::<u8>(),
+                    buf.as_mut_ptr(),
+                    n,
+                )
+            };
             n
         }
     };
@@ -349,7 +366,9 @@ fn new_socket(vnet: &str, domain: c_int, ty: c_int, protocol: c_int) -> Result<c
         (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP) => Kind::Udp,
         // Raw and ICMP sockets are not served (yet): refuse rather than
         // hand out a host socket that would escape the vnet.
-        (libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_RAW, _) => return Err(libc::EPROTONOSUPPORT),
+        (libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_RAW, _) => {
+            return Err(libc::EPROTONOSUPPORT);
+        }
         _ => return Err(libc::ESOCKTNOSUPPORT),
     };
     let (_, fd) = call(
@@ -398,14 +417,21 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
 
 /// A socket in `vnet` (any process, with or without `VNET` set).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn vnet_socket(vnet: *const c_char, domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+pub unsafe extern "C" fn vnet_socket(
+    vnet: *const c_char,
+    domain: c_int,
+    ty: c_int,
+    protocol: c_int,
+) -> c_int {
     let _in = Inside::enter();
     guarded(|| {
         if vnet.is_null() || (domain != libc::AF_INET && domain != libc::AF_INET6) {
             return Err(libc::EINVAL);
         }
         // SAFETY: the caller passes a NUL-terminated string.
-        let v = unsafe { CStr::from_ptr(vnet) }.to_str().map_err(|_| libc::EINVAL)?;
+        let v = unsafe { CStr::from_ptr(vnet) }
+            .to_str()
+            .map_err(|_| libc::EINVAL)?;
         new_socket(v, domain, ty, protocol)
     })
 }
@@ -420,21 +446,32 @@ pub unsafe extern "C" fn vnet_setvnet(fd: c_int, vnet: *const c_char) -> c_int {
             return Err(libc::EINVAL);
         }
         // SAFETY: the caller passes a NUL-terminated string.
-        let v = unsafe { CStr::from_ptr(vnet) }.to_str().map_err(|_| libc::EINVAL)?;
+        let v = unsafe { CStr::from_ptr(vnet) }
+            .to_str()
+            .map_err(|_| libc::EINVAL)?;
         set_vnet(fd, v)
     })
 }
 
 fn set_vnet(fd: c_int, vnet: &str) -> Result<c_int, i32> {
     let name = vnet_sock(fd).ok_or(libc::ENOTSOCK)?;
-    let (_, newfd) = call(&Req::Move { vnet: vnet.to_string() }, Some(fd))?;
+    let (_, newfd) = call(
+        &Req::Move {
+            vnet: vnet.to_string(),
+        },
+        Some(fd),
+    )?;
     let newfd = newfd.ok_or(libc::EIO)?;
     // Keep the program's descriptor number, blocking mode and close-on-exec.
     // SAFETY: fcntl on descriptors the program and we hold.
     unsafe {
         let fl = libc::fcntl(fd, libc::F_GETFL);
         let fdfl = libc::fcntl(fd, libc::F_GETFD);
-        let cloexec = if fdfl >= 0 && fdfl & libc::FD_CLOEXEC != 0 { libc::O_CLOEXEC } else { 0 };
+        let cloexec = if fdfl >= 0 && fdfl & libc::FD_CLOEXEC != 0 {
+            libc::O_CLOEXEC
+        } else {
+            0
+        };
         if libc::dup3(newfd.as_raw_fd(), fd, cloexec) < 0 {
             return Err(errno());
         }
@@ -468,7 +505,11 @@ pub unsafe extern "C" fn vnet_getvnet(fd: c_int, buf: *mut c_char, len: usize) -
 // Socket calls.
 
 /// Runs `f` for a vnet socket, or `fallback` (libc) for anything else.
-fn on_vnet<R: From<i8>>(fd: c_int, fallback: impl FnOnce() -> R, f: impl FnOnce(SockName) -> Result<R, i32>) -> R {
+fn on_vnet<R: From<i8>>(
+    fd: c_int,
+    fallback: impl FnOnce() -> R,
+    f: impl FnOnce(SockName) -> Result<R, i32>,
+) -> R {
     let Some(_in) = Inside::enter() else {
         return fallback();
     };
@@ -485,26 +526,34 @@ fn on_vnet<R: From<i8>>(fd: c_int, fallback: impl FnOnce() -> R, f: impl FnOnce(
 pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     let real = real!(bind: fn(c_int, *const sockaddr, socklen_t) -> c_int);
     // SAFETY: libc's own bind(2) with the caller's arguments.
-    on_vnet(fd, || unsafe { real(fd, addr, len) }, |_| {
-        // SAFETY: the caller gives `len` bytes at `addr`.
-        let a = unsafe { read_addr(addr, len) }?.ok_or(libc::EAFNOSUPPORT)?;
-        call(&Req::Bind { addr: a }, Some(fd)).map(|_| 0)
-    })
+    on_vnet(
+        fd,
+        || unsafe { real(fd, addr, len) },
+        |_| {
+            // SAFETY: the caller gives `len` bytes at `addr`.
+            let a = unsafe { read_addr(addr, len) }?.ok_or(libc::EAFNOSUPPORT)?;
+            call(&Req::Bind { addr: a }, Some(fd)).map(|_| 0)
+        },
+    )
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     let real = real!(listen: fn(c_int, c_int) -> c_int);
     // SAFETY: libc's own listen(2).
-    on_vnet(fd, || unsafe { real(fd, backlog) }, |n| {
-        if n.kind != Kind::Tcp {
-            return Err(libc::EOPNOTSUPP);
-        }
-        let backlog = if backlog <= 0 { 128 } else { backlog as u32 };
-        call(&Req::Listen { backlog }, Some(fd))?;
-        set_kind(fd, LISTENER);
-        Ok(0)
-    })
+    on_vnet(
+        fd,
+        || unsafe { real(fd, backlog) },
+        |n| {
+            if n.kind != Kind::Tcp {
+                return Err(libc::EOPNOTSUPP);
+            }
+            let backlog = if backlog <= 0 { 128 } else { backlog as u32 };
+            call(&Req::Listen { backlog }, Some(fd))?;
+            set_kind(fd, LISTENER);
+            Ok(0)
+        },
+    )
 }
 
 fn is_nonblocking(fd: c_int) -> bool {
@@ -517,12 +566,16 @@ fn is_nonblocking(fd: c_int) -> bool {
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     let real = real!(connect: fn(c_int, *const sockaddr, socklen_t) -> c_int);
     // SAFETY: libc's own connect(2) with the caller's arguments.
-    on_vnet(fd, || unsafe { real(fd, addr, len) }, |_| {
-        // SAFETY: the caller gives `len` bytes at `addr`.
-        let a = unsafe { read_addr(addr, len) }?.ok_or(libc::EAFNOSUPPORT)?;
-        let wait = !is_nonblocking(fd);
-        call(&Req::Connect { addr: a, wait }, Some(fd)).map(|_| 0)
-    })
+    on_vnet(
+        fd,
+        || unsafe { real(fd, addr, len) },
+        |_| {
+            // SAFETY: the caller gives `len` bytes at `addr`.
+            let a = unsafe { read_addr(addr, len) }?.ok_or(libc::EAFNOSUPPORT)?;
+            let wait = !is_nonblocking(fd);
+            call(&Req::Connect { addr: a, wait }, Some(fd)).map(|_| 0)
+        },
+    )
 }
 
 /// Whether `fd` (a vnet TCP socket) listens: the cache, else the server.
@@ -537,7 +590,13 @@ fn listening(fd: c_int) -> Result<bool, i32> {
     Ok(r.listening)
 }
 
-fn do_accept(fd: c_int, name: SockName, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> Result<c_int, i32> {
+fn do_accept(
+    fd: c_int,
+    name: SockName,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> Result<c_int, i32> {
     if name.kind != Kind::Tcp {
         return Err(libc::EOPNOTSUPP);
     }
@@ -545,12 +604,16 @@ fn do_accept(fd: c_int, name: SockName, addr: *mut sockaddr, len: *mut socklen_t
         return Err(libc::EINVAL);
     }
     let mut rec = [0u8; ADDR_LEN];
-    let (n, got) = wire::recv_with_fd(fd, &mut rec, libc::MSG_WAITALL).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    let (n, got) = wire::recv_with_fd(fd, &mut rec, libc::MSG_WAITALL)
+        .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
     let Some(newfd) = got else {
         // End of stream: the server dropped the listener (vnet destroyed).
         return Err(if n == 0 { libc::EINVAL } else { libc::EPROTO });
     };
-    let peer = wire::decode_addr(&rec[..n]).ok().flatten().ok_or(libc::EPROTO)?;
+    let peer = wire::decode_addr(&rec[..n])
+        .ok()
+        .flatten()
+        .ok_or(libc::EPROTO)?;
     let newfd = newfd.into_raw_fd();
     finish_fd(newfd, flags);
     set_kind(newfd, TCP);
@@ -563,38 +626,59 @@ fn do_accept(fd: c_int, name: SockName, addr: *mut sockaddr, len: *mut socklen_t
 pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     let real = real!(accept: fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int);
     // SAFETY: libc's own accept(2) with the caller's arguments.
-    on_vnet(fd, || unsafe { real(fd, addr, len) }, |n| do_accept(fd, n, addr, len, 0))
+    on_vnet(
+        fd,
+        || unsafe { real(fd, addr, len) },
+        |n| do_accept(fd, n, addr, len, 0),
+    )
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
     let real = real!(accept4: fn(c_int, *mut sockaddr, *mut socklen_t, c_int) -> c_int);
     // SAFETY: libc's own accept4(2) with the caller's arguments.
-    on_vnet(fd, || unsafe { real(fd, addr, len, flags) }, |n| do_accept(fd, n, addr, len, flags))
+    on_vnet(
+        fd,
+        || unsafe { real(fd, addr, len, flags) },
+        |n| do_accept(fd, n, addr, len, flags),
+    )
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     let real = real!(getsockname: fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int);
     // SAFETY: libc's own getsockname(2) with the caller's arguments.
-    on_vnet(fd, || unsafe { real(fd, addr, len) }, |n| {
-        let (r, _) = call(&Req::LocalAddr, Some(fd))?;
-        // SAFETY: the caller gives `*len` writable bytes at `addr`.
-        unsafe { write_addr(r.addr.ok_or(libc::EIO)?, n.v6, addr, len) };
-        Ok(0)
-    })
+    on_vnet(
+        fd,
+        || unsafe { real(fd, addr, len) },
+        |n| {
+            let (r, _) = call(&Req::LocalAddr, Some(fd))?;
+            // SAFETY: the caller gives `*len` writable bytes at `addr`.
+            unsafe { write_addr(r.addr.ok_or(libc::EIO)?, n.v6, addr, len) };
+            Ok(0)
+        },
+    )
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     let real = real!(getpeername: fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int);
     // SAFETY: libc's own getpeername(2) with the caller's arguments.
-    on_vnet(fd, || unsafe { real(fd, addr, len) }, |n| {
-        let (r, _) = call(&Req::PeerAddr, Some(fd))?;
-        // SAFETY: the caller gives `*len` writable bytes at `addr`.
-        unsafe { write_addr(r.addr.ok_or(libc::EIO)?, n.v6, addr, len) };
-        Ok(0)
-    })
+    on_vnet(
+        fd,
+        || unsafe { real(fd, addr, len) },
+        |n| {
+            let (r, _) = call(&Req::PeerAddr, Some(fd))?;
+            // SAFETY: the caller gives `*len` writable bytes at `addr`.
+            unsafe { write_addr(r.addr.ok_or(libc::EIO)?, n.v6, addr, len) };
+            Ok(0)
+        },
+    )
 }
 
 /// The option the server keeps for (`level`, `name`), if it keeps it.
@@ -624,126 +708,170 @@ unsafe fn put_int(val: *mut c_void, len: *mut socklen_t, v: c_int) -> Result<c_i
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn getsockopt(fd: c_int, level: c_int, name: c_int, val: *mut c_void, len: *mut socklen_t) -> c_int {
+pub unsafe extern "C" fn getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *mut c_void,
+    len: *mut socklen_t,
+) -> c_int {
     let real = real!(getsockopt: fn(c_int, c_int, c_int, *mut c_void, *mut socklen_t) -> c_int);
     // SAFETY: libc's own getsockopt(2) with the caller's arguments.
-    on_vnet(fd, || unsafe { real(fd, level, name, val, len) }, |n| {
-        if let Some(opt) = kept_opt(level, name) {
-            let (r, _) = call(&Req::GetOpt { opt }, Some(fd))?;
-            // SAFETY: the caller's buffer.
-            return unsafe { put_int(val, len, r.val as c_int) };
-        }
-        let int = |v: c_int| {
-            // SAFETY: the caller's buffer.
-            unsafe { put_int(val, len, v) }
-        };
-        match (level, name) {
-            (libc::SOL_SOCKET, libc::SO_ERROR) => {
-                // A connect in progress is waited for: the descriptor was
-                // writable before the connection was made.
-                let (r, _) = call(&Req::Error { wait: true }, Some(fd))?;
-                int(r.val as c_int)
+    on_vnet(
+        fd,
+        || unsafe { real(fd, level, name, val, len) },
+        |n| {
+            if let Some(opt) = kept_opt(level, name) {
+                let (r, _) = call(&Req::GetOpt { opt }, Some(fd))?;
+                // SAFETY: the caller's buffer.
+                return unsafe { put_int(val, len, r.val as c_int) };
             }
-            (libc::SOL_SOCKET, libc::SO_TYPE) => int(if n.kind == Kind::Tcp { libc::SOCK_STREAM } else { libc::SOCK_DGRAM }),
-            (libc::SOL_SOCKET, libc::SO_DOMAIN) => int(if n.v6 { libc::AF_INET6 } else { libc::AF_INET }),
-            (libc::SOL_SOCKET, libc::SO_PROTOCOL) => int(if n.kind == Kind::Tcp { libc::IPPROTO_TCP } else { libc::IPPROTO_UDP }),
-            (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => int(c_int::from(listening(fd)?)),
-            // Buffers, timeouts and linger are the descriptor's own.
-            (libc::SOL_SOCKET, _) => {
-                // SAFETY: libc's own getsockopt(2) on the caller's arguments.
-                let rc = unsafe { real(fd, level, name, val, len) };
-                if rc < 0 { Err(errno()) } else { Ok(rc) }
-            }
-            (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => int(1460),
-            (libc::IPPROTO_TCP, libc::TCP_INFO) => {
-                // No kernel TCP here: an empty record, as a fresh socket's.
-                if val.is_null() || len.is_null() {
-                    return Err(libc::EFAULT);
+            let int = |v: c_int| {
+                // SAFETY: the caller's buffer.
+                unsafe { put_int(val, len, v) }
+            };
+            match (level, name) {
+                (libc::SOL_SOCKET, libc::SO_ERROR) => {
+                    // A connect in progress is waited for: the descriptor was
+                    // writable before the connection was made.
+                    let (r, _) = call(&Req::Error { wait: true }, Some(fd))?;
+                    int(r.val as c_int)
                 }
-                // SAFETY: the caller gives `*len` writable bytes at `val`.
-                unsafe { std::ptr::write_bytes(val.cast::<u8>(), 0, *len as usize) };
-                Ok(0)
-            }
-            (libc::IPPROTO_TCP, libc::TCP_CONGESTION) => {
-                let name = b"cubic\0";
-                if val.is_null() || len.is_null() {
-                    return Err(libc::EFAULT);
+                (libc::SOL_SOCKET, libc::SO_TYPE) => int(if n.kind == Kind::Tcp {
+                    libc::SOCK_STREAM
+                } else {
+                    libc::SOCK_DGRAM
+                }),
+                (libc::SOL_SOCKET, libc::SO_DOMAIN) => {
+                    int(if n.v6 { libc::AF_INET6 } else { libc::AF_INET })
                 }
-                // SAFETY: the caller gives `*len` writable bytes at `val`.
-                unsafe {
-                    let n = (*len as usize).min(name.len());
-                    std::ptr::copy_nonoverlapping(name.as_ptr(), val.cast::<u8>(), n);
-                    *len = n as socklen_t;
+                (libc::SOL_SOCKET, libc::SO_PROTOCOL) => int(if n.kind == Kind::Tcp {
+                    libc::IPPROTO_TCP
+                } else {
+                    libc::IPPROTO_UDP
+                }),
+                (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => int(c_int::from(listening(fd)?)),
+                // Buffers, timeouts and linger are the descriptor's own.
+                (libc::SOL_SOCKET, _) => {
+                    // SAFETY: libc's own getsockopt(2) on the caller's arguments.
+                    let rc = unsafe { real(fd, level, name, val, len) };
+                    if rc < 0 { Err(errno()) } else { Ok(rc) }
                 }
-                Ok(0)
-            }
-            (SOL_VNET, SO_VNET) => {
-                let (r, _) = call(&Req::Info, Some(fd))?;
-                let v = CString::new(r.vnet.unwrap_or_default()).map_err(|_| libc::EIO)?;
-                let b = v.as_bytes_with_nul();
-                if val.is_null() || len.is_null() {
-                    return Err(libc::EFAULT);
-                }
-                // SAFETY: the caller gives `*len` writable bytes at `val`.
-                unsafe {
-                    if (*len as usize) < b.len() {
-                        return Err(libc::ERANGE);
+                (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => int(1460),
+                (libc::IPPROTO_TCP, libc::TCP_INFO) => {
+                    // No kernel TCP here: an empty record, as a fresh socket's.
+                    if val.is_null() || len.is_null() {
+                        return Err(libc::EFAULT);
                     }
-                    std::ptr::copy_nonoverlapping(b.as_ptr(), val.cast::<u8>(), b.len());
-                    *len = b.len() as socklen_t;
+                    // SAFETY: the caller gives `*len` writable bytes at `val`.
+                    unsafe { std::ptr::write_bytes(val.cast::<u8>(), 0, *len as usize) };
+                    Ok(0)
                 }
-                Ok(0)
+                (libc::IPPROTO_TCP, libc::TCP_CONGESTION) => {
+                    let name = b"cubic\0";
+                    if val.is_null() || len.is_null() {
+                        return Err(libc::EFAULT);
+                    }
+                    // SAFETY: the caller gives `*len` writable bytes at `val`.
+                    unsafe {
+                        let n = (*len as usize).min(name.len());
+                        std::ptr::copy_nonoverlapping(name.as_ptr(), val.cast::<u8>(), n);
+                        *len = n as socklen_t;
+                    }
+                    Ok(0)
+                }
+                (SOL_VNET, SO_VNET) => {
+                    let (r, _) = call(&Req::Info, Some(fd))?;
+                    let v = CString::new(r.vnet.unwrap_or_default()).map_err(|_| libc::EIO)?;
+                    let b = v.as_bytes_with_nul();
+                    if val.is_null() || len.is_null() {
+                        return Err(libc::EFAULT);
+                    }
+                    // SAFETY: the caller gives `*len` writable bytes at `val`.
+                    unsafe {
+                        if (*len as usize) < b.len() {
+                            return Err(libc::ERANGE);
+                        }
+                        std::ptr::copy_nonoverlapping(b.as_ptr(), val.cast::<u8>(), b.len());
+                        *len = b.len() as socklen_t;
+                    }
+                    Ok(0)
+                }
+                _ => Err(libc::ENOPROTOOPT),
             }
-            _ => Err(libc::ENOPROTOOPT),
-        }
-    })
+        },
+    )
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn setsockopt(fd: c_int, level: c_int, name: c_int, val: *const c_void, len: socklen_t) -> c_int {
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *const c_void,
+    len: socklen_t,
+) -> c_int {
     let real = real!(setsockopt: fn(c_int, c_int, c_int, *const c_void, socklen_t) -> c_int);
     // SAFETY: libc's own setsockopt(2) with the caller's arguments.
-    on_vnet(fd, || unsafe { real(fd, level, name, val, len) }, |_| {
-        if level == SOL_VNET && name == SO_VNET {
-            if val.is_null() {
-                return Err(libc::EFAULT);
+    on_vnet(
+        fd,
+        || unsafe { real(fd, level, name, val, len) },
+        |_| {
+            if level == SOL_VNET && name == SO_VNET {
+                if val.is_null() {
+                    return Err(libc::EFAULT);
+                }
+                // SAFETY: the caller gives `len` readable bytes at `val`.
+                let b = unsafe { std::slice::from_raw_parts(val.cast::<u8>(), len as usize) };
+                let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+                let v = std::str::from_utf8(&b[..end]).map_err(|_| libc::EINVAL)?;
+                return set_vnet(fd, v);
             }
-            // SAFETY: the caller gives `len` readable bytes at `val`.
-            let b = unsafe { std::slice::from_raw_parts(val.cast::<u8>(), len as usize) };
-            let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
-            let v = std::str::from_utf8(&b[..end]).map_err(|_| libc::EINVAL)?;
-            return set_vnet(fd, v);
-        }
-        if let Some(opt) = kept_opt(level, name) {
-            if val.is_null() || (len as usize) < std::mem::size_of::<c_int>() {
-                return Err(libc::EINVAL);
+            if let Some(opt) = kept_opt(level, name) {
+                if val.is_null() || (len as usize) < std::mem::size_of::<c_int>() {
+                    return Err(libc::EINVAL);
+                }
+                // SAFETY: at least an int's bytes at `val`.
+                let v = unsafe { std::ptr::read_unaligned(val.cast::<c_int>()) };
+                call(
+                    &Req::SetOpt {
+                        opt,
+                        val: i64::from(v),
+                    },
+                    Some(fd),
+                )?;
+                return Ok(0);
             }
-            // SAFETY: at least an int's bytes at `val`.
-            let v = unsafe { std::ptr::read_unaligned(val.cast::<c_int>()) };
-            call(&Req::SetOpt { opt, val: i64::from(v) }, Some(fd))?;
-            return Ok(0);
-        }
-        match level {
-            // Buffers, timeouts and linger act on the descriptor itself.
-            libc::SOL_SOCKET => {
-                // SAFETY: libc's own setsockopt(2) on the caller's arguments.
-                let rc = unsafe { real(fd, level, name, val, len) };
-                if rc < 0 { Err(errno()) } else { Ok(rc) }
+            match level {
+                // Buffers, timeouts and linger act on the descriptor itself.
+                libc::SOL_SOCKET => {
+                    // SAFETY: libc's own setsockopt(2) on the caller's arguments.
+                    let rc = unsafe { real(fd, level, name, val, len) };
+                    if rc < 0 { Err(errno()) } else { Ok(rc) }
+                }
+                // Tuning the stack does not offer per socket (TOS, TTL, keepalive
+                // timers, congestion control): accepted and ignored, as a
+                // program expects them to succeed.
+                libc::IPPROTO_IP | libc::IPPROTO_IPV6 | libc::IPPROTO_TCP | libc::IPPROTO_UDP => {
+                    Ok(0)
+                }
+                _ => Err(libc::ENOPROTOOPT),
             }
-            // Tuning the stack does not offer per socket (TOS, TTL, keepalive
-            // timers, congestion control): accepted and ignored, as a
-            // program expects them to succeed.
-            libc::IPPROTO_IP | libc::IPPROTO_IPV6 | libc::IPPROTO_TCP | libc::IPPROTO_UDP => Ok(0),
-            _ => Err(libc::ENOPROTOOPT),
-        }
-    })
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------
 // UDP data: each datagram on the pair carries an address header.
 
 /// Sends `iov` as one datagram to `to` (or the connected peer).
-fn udp_send(fd: c_int, n: SockName, iov: &[libc::iovec], to: Option<SocketAddr>, flags: c_int) -> Result<ssize_t, i32> {
+fn udp_send(
+    fd: c_int,
+    n: SockName,
+    iov: &[libc::iovec],
+    to: Option<SocketAddr>,
+    flags: c_int,
+) -> Result<ssize_t, i32> {
     if let Some(a) = to
         && !n.v6
         && a.is_ipv6()
@@ -776,7 +904,11 @@ fn udp_send(fd: c_int, n: SockName, iov: &[libc::iovec], to: Option<SocketAddr>,
 }
 
 /// Receives one datagram into `iov`; returns its length and source.
-fn udp_recv(fd: c_int, iov: &[libc::iovec], flags: c_int) -> Result<(ssize_t, Option<SocketAddr>, c_int), i32> {
+fn udp_recv(
+    fd: c_int,
+    iov: &[libc::iovec],
+    flags: c_int,
+) -> Result<(ssize_t, Option<SocketAddr>, c_int), i32> {
     let mut hdr = [0u8; ADDR_LEN];
     let mut v = Vec::with_capacity(iov.len() + 1);
     v.push(libc::iovec {
@@ -800,7 +932,11 @@ fn udp_recv(fd: c_int, iov: &[libc::iovec], flags: c_int) -> Result<(ssize_t, Op
         return Err(libc::ENETDOWN);
     }
     let from = wire::decode_addr(&hdr).ok().flatten();
-    Ok(((r as usize).saturating_sub(ADDR_LEN) as ssize_t, from, msg.msg_flags))
+    Ok((
+        (r as usize).saturating_sub(ADDR_LEN) as ssize_t,
+        from,
+        msg.msg_flags,
+    ))
 }
 
 fn udp_target(fd: c_int) -> Option<SockName> {
@@ -821,7 +957,14 @@ fn to_ssize(r: Result<ssize_t, i32>) -> ssize_t {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn sendto(fd: c_int, buf: *const c_void, len: usize, flags: c_int, to: *const sockaddr, tolen: socklen_t) -> ssize_t {
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    len: usize,
+    flags: c_int,
+    to: *const sockaddr,
+    tolen: socklen_t,
+) -> ssize_t {
     let real = real!(sendto: fn(c_int, *const c_void, usize, c_int, *const sockaddr, socklen_t) -> ssize_t);
     on_vnet(
         fd,
@@ -840,7 +983,10 @@ pub unsafe extern "C" fn sendto(fd: c_int, buf: *const c_void, len: usize, flags
                 // SAFETY: the caller gives `tolen` bytes at `to`.
                 unsafe { read_addr(to, tolen) }?
             };
-            let iov = [libc::iovec { iov_base: buf as *mut c_void, iov_len: len }];
+            let iov = [libc::iovec {
+                iov_base: buf as *mut c_void,
+                iov_len: len,
+            }];
             udp_send(fd, n, &iov, dst, flags)
         },
     )
@@ -872,19 +1018,22 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_i
         // SAFETY: as above.
         return unsafe { real(fd, msg, flags) };
     };
-    to_ssize(std::panic::catch_unwind(|| {
-        // SAFETY: the caller's msghdr and the buffers it names.
-        let m = unsafe { &*msg };
-        let dst = if m.msg_name.is_null() {
-            None
-        } else {
-            // SAFETY: the caller gives `msg_namelen` bytes at `msg_name`.
-            unsafe { read_addr(m.msg_name.cast(), m.msg_namelen) }?
-        };
-        // SAFETY: `msg_iovlen` iovecs at `msg_iov`.
-        let iov = unsafe { iov_slice(m.msg_iov, m.msg_iovlen as usize) };
-        udp_send(fd, n, iov, dst, flags)
-    }).unwrap_or(Err(libc::EIO)))
+    to_ssize(
+        std::panic::catch_unwind(|| {
+            // SAFETY: the caller's msghdr and the buffers it names.
+            let m = unsafe { &*msg };
+            let dst = if m.msg_name.is_null() {
+                None
+            } else {
+                // SAFETY: the caller gives `msg_namelen` bytes at `msg_name`.
+                unsafe { read_addr(m.msg_name.cast(), m.msg_namelen) }?
+            };
+            // SAFETY: `msg_iovlen` iovecs at `msg_iov`.
+            let iov = unsafe { iov_slice(m.msg_iov, m.msg_iovlen as usize) };
+            udp_send(fd, n, iov, dst, flags)
+        })
+        .unwrap_or(Err(libc::EIO)),
+    )
 }
 
 unsafe fn iov_slice<'a>(p: *const libc::iovec, n: usize) -> &'a [libc::iovec] {
@@ -897,7 +1046,14 @@ unsafe fn iov_slice<'a>(p: *const libc::iovec, n: usize) -> &'a [libc::iovec] {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn recvfrom(fd: c_int, buf: *mut c_void, len: usize, flags: c_int, from: *mut sockaddr, fromlen: *mut socklen_t) -> ssize_t {
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    len: usize,
+    flags: c_int,
+    from: *mut sockaddr,
+    fromlen: *mut socklen_t,
+) -> ssize_t {
     let real = real!(recvfrom: fn(c_int, *mut c_void, usize, c_int, *mut sockaddr, *mut socklen_t) -> ssize_t);
     on_vnet(
         fd,
@@ -911,10 +1067,22 @@ pub unsafe extern "C" fn recvfrom(fd: c_int, buf: *mut c_void, len: usize, flags
                     unsafe { *fromlen = 0 };
                 }
                 // SAFETY: libc's own recvfrom(2) without the address.
-                let r = unsafe { real(fd, buf, len, flags, std::ptr::null_mut(), std::ptr::null_mut()) };
+                let r = unsafe {
+                    real(
+                        fd,
+                        buf,
+                        len,
+                        flags,
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                    )
+                };
                 return if r < 0 { Err(errno()) } else { Ok(r) };
             }
-            let iov = [libc::iovec { iov_base: buf, iov_len: len }];
+            let iov = [libc::iovec {
+                iov_base: buf,
+                iov_len: len,
+            }];
             let (r, src, _) = udp_recv(fd, &iov, flags)?;
             if let Some(a) = src {
                 // SAFETY: the caller gives `*fromlen` writable bytes.
@@ -933,7 +1101,16 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: usize, flags: c_
         return unsafe { real(fd, buf, len, flags) };
     }
     // SAFETY: forwards the caller's arguments.
-    unsafe { recvfrom(fd, buf, len, flags, std::ptr::null_mut(), std::ptr::null_mut()) }
+    unsafe {
+        recvfrom(
+            fd,
+            buf,
+            len,
+            flags,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    }
 }
 
 #[unsafe(no_mangle)]
@@ -951,25 +1128,28 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut libc::msghdr, flags: c_int
         // SAFETY: as above.
         return unsafe { real(fd, msg, flags) };
     };
-    to_ssize(std::panic::catch_unwind(|| {
-        // SAFETY: the caller's msghdr and the buffers it names.
-        let m = unsafe { &mut *msg };
-        // SAFETY: `msg_iovlen` iovecs at `msg_iov`.
-        let iov = unsafe { iov_slice(m.msg_iov, m.msg_iovlen as usize) };
-        let (r, src, fl) = udp_recv(fd, iov, flags)?;
-        if !m.msg_name.is_null() {
-            match src {
-                Some(a) => {
-                    // SAFETY: the caller gives `msg_namelen` writable bytes.
-                    unsafe { write_addr(a, n.v6, m.msg_name.cast(), &mut m.msg_namelen) };
+    to_ssize(
+        std::panic::catch_unwind(|| {
+            // SAFETY: the caller's msghdr and the buffers it names.
+            let m = unsafe { &mut *msg };
+            // SAFETY: `msg_iovlen` iovecs at `msg_iov`.
+            let iov = unsafe { iov_slice(m.msg_iov, m.msg_iovlen as usize) };
+            let (r, src, fl) = udp_recv(fd, iov, flags)?;
+            if !m.msg_name.is_null() {
+                match src {
+                    Some(a) => {
+                        // SAFETY: the caller gives `msg_namelen` writable bytes.
+                        unsafe { write_addr(a, n.v6, m.msg_name.cast(), &mut m.msg_namelen) };
+                    }
+                    None => m.msg_namelen = 0,
                 }
-                None => m.msg_namelen = 0,
             }
-        }
-        m.msg_controllen = 0;
-        m.msg_flags = fl;
-        Ok(r)
-    }).unwrap_or(Err(libc::EIO)))
+            m.msg_controllen = 0;
+            m.msg_flags = fl;
+            Ok(r)
+        })
+        .unwrap_or(Err(libc::EIO)),
+    )
 }
 
 #[unsafe(no_mangle)]
@@ -995,13 +1175,24 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: usize) -> ssi
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn __read_chk(fd: c_int, buf: *mut c_void, len: usize, _buflen: usize) -> ssize_t {
+pub unsafe extern "C" fn __read_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: usize,
+    _buflen: usize,
+) -> ssize_t {
     // SAFETY: forwards the caller's arguments.
     unsafe { read(fd, buf, len) }
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn __recv_chk(fd: c_int, buf: *mut c_void, len: usize, _buflen: usize, flags: c_int) -> ssize_t {
+pub unsafe extern "C" fn __recv_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: usize,
+    _buflen: usize,
+    flags: c_int,
+) -> ssize_t {
     // SAFETY: forwards the caller's arguments.
     unsafe { recv(fd, buf, len, flags) }
 }
@@ -1105,8 +1296,14 @@ fn vnet_lookup(node: &str) -> Option<Result<Vec<IpAddr>, i32>> {
         return None;
     }
     Some(
-        call(&Req::Resolve { vnet, name: node.to_string() }, None)
-            .map(|(r, _)| r.addrs),
+        call(
+            &Req::Resolve {
+                vnet,
+                name: node.to_string(),
+            },
+            None,
+        )
+        .map(|(r, _)| r.addrs),
     )
 }
 
@@ -1129,7 +1326,11 @@ pub unsafe extern "C" fn getaddrinfo(
     // The host's interfaces say nothing about the vnet's: never filter by
     // them (AI_ADDRCONFIG).
     // SAFETY: addrinfo is plain data; zero is valid.
-    let mut h: libc::addrinfo = if hints.is_null() { unsafe { std::mem::zeroed() } } else { unsafe { std::ptr::read(hints) } };
+    let mut h: libc::addrinfo = if hints.is_null() {
+        unsafe { std::mem::zeroed() }
+    } else {
+        unsafe { std::ptr::read(hints) }
+    };
     h.ai_flags &= !libc::AI_ADDRCONFIG;
     let name = if node.is_null() {
         None
@@ -1162,7 +1363,9 @@ pub unsafe extern "C" fn getaddrinfo(
     let mut tail: *mut libc::addrinfo = std::ptr::null_mut();
     let mut last_err = libc::EAI_NONAME;
     for a in addrs {
-        let Ok(s) = CString::new(a.to_string()) else { continue };
+        let Ok(s) = CString::new(a.to_string()) else {
+            continue;
+        };
         let mut one: *mut libc::addrinfo = std::ptr::null_mut();
         // SAFETY: libc's own getaddrinfo on a numeric host.
         let rc = unsafe { real(s.as_ptr(), service, &h, &mut one) };
@@ -1226,7 +1429,16 @@ fn hostent_for(name: &str, family: c_int) -> *mut libc::hostent {
         },
     };
     let (len, addrs): (usize, Vec<[u8; 16]>) = if family == libc::AF_INET6 {
-        (16, found.iter().filter_map(|a| match a { IpAddr::V6(v6) => Some(v6.octets()), _ => None }).collect())
+        (
+            16,
+            found
+                .iter()
+                .filter_map(|a| match a {
+                    IpAddr::V6(v6) => Some(v6.octets()),
+                    _ => None,
+                })
+                .collect(),
+        )
     } else {
         (
             4,
@@ -1247,7 +1459,9 @@ fn hostent_for(name: &str, family: c_int) -> *mut libc::hostent {
         set_h_errno(4); // NO_DATA
         return std::ptr::null_mut();
     }
-    let Ok(cname) = CString::new(name) else { return std::ptr::null_mut() };
+    let Ok(cname) = CString::new(name) else {
+        return std::ptr::null_mut();
+    };
     let mut h = Box::new(HostEnt {
         // SAFETY: hostent is plain data; zero is valid; filled below.
         ent: unsafe { std::mem::zeroed() },
@@ -1256,7 +1470,11 @@ fn hostent_for(name: &str, family: c_int) -> *mut libc::hostent {
         ptrs: Vec::new(),
         aliases: [std::ptr::null_mut()],
     });
-    let mut ptrs: Vec<*mut c_char> = h.addrs.iter_mut().map(|a| a.as_mut_ptr().cast::<c_char>()).collect();
+    let mut ptrs: Vec<*mut c_char> = h
+        .addrs
+        .iter_mut()
+        .map(|a| a.as_mut_ptr().cast::<c_char>())
+        .collect();
     ptrs.push(std::ptr::null_mut());
     h.ptrs = ptrs;
     h.ent.h_name = h.name.as_ptr() as *mut c_char;

@@ -53,6 +53,9 @@ enum Cmd {
     /// Tunables: get, set
     #[command(subcommand)]
     Sysctl(SysctlCmd),
+    /// Name resolution in the vnet: hosts entries, name servers
+    #[command(subcommand)]
+    Dns(DnsCmd),
     /// The vnet's protocol counters
     Stats,
     /// Make the running state match a topology file
@@ -288,6 +291,43 @@ enum SysctlCmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum DnsCmd {
+    /// Show hosts entries, name servers and search domains
+    Show,
+    /// Hosts entries: `dns host add NAME ADDR...`, `dns host del NAME`
+    #[command(subcommand)]
+    Host(HostCmd),
+    /// Set the name servers (none clears them)
+    Nameserver {
+        /// Their addresses
+        addrs: Vec<String>,
+    },
+    /// Set the search domains (none clears them)
+    Search {
+        /// The domains
+        domains: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum HostCmd {
+    /// Add addresses to a name
+    Add {
+        /// The host name
+        name: String,
+        /// Its addresses
+        #[arg(required = true)]
+        addrs: Vec<String>,
+    },
+    /// Remove a name
+    #[command(alias = "delete")]
+    Del {
+        /// The host name
+        name: String,
+    },
+}
+
 fn parse_kv(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
@@ -414,6 +454,29 @@ fn request(cmd: Cmd, vnet: &str) -> (Op, Printer) {
         Cmd::Sysctl(SysctlCmd::Set { kv: (key, value) }) => {
             (Op::SysctlSet { vnet, key, value }, Printer::Nothing)
         }
+        Cmd::Dns(DnsCmd::Show) => (Op::DnsShow { vnet }, Printer::Dns),
+        Cmd::Dns(DnsCmd::Host(HostCmd::Add { name, addrs })) => {
+            (Op::HostAdd { vnet, name, addrs }, Printer::Nothing)
+        }
+        Cmd::Dns(DnsCmd::Host(HostCmd::Del { name })) => {
+            (Op::HostDel { vnet, name }, Printer::Nothing)
+        }
+        Cmd::Dns(DnsCmd::Nameserver { addrs }) => (
+            Op::DnsSet {
+                vnet,
+                nameservers: Some(addrs),
+                search: None,
+            },
+            Printer::Nothing,
+        ),
+        Cmd::Dns(DnsCmd::Search { domains }) => (
+            Op::DnsSet {
+                vnet,
+                nameservers: None,
+                search: Some(domains),
+            },
+            Printer::Nothing,
+        ),
         Cmd::Stats => (Op::Stats { vnet }, Printer::Stats),
         Cmd::Apply { .. } => unreachable!("read by `one` before the request is made"),
         Cmd::Dump => (Op::Dump, Printer::Dump),
@@ -430,6 +493,7 @@ enum Printer {
     Routes,
     Sysctl,
     Stats,
+    Dns,
     Changes,
     Dump,
 }
@@ -548,6 +612,29 @@ fn print(p: &Printer, v: &Value, json: bool) {
             }
             for x in rows {
                 println!("{}", x.as_str().unwrap_or_default());
+            }
+        }
+        Printer::Dns => {
+            for h in v["hosts"].as_array().into_iter().flatten() {
+                let addrs: Vec<&str> = h["addrs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                println!("{}\t{}", addrs.join(" "), s(h, "name"));
+            }
+            for n in v["nameservers"].as_array().into_iter().flatten() {
+                println!("nameserver {}", n.as_str().unwrap_or_default());
+            }
+            let search: Vec<&str> = v["search"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            if !search.is_empty() {
+                println!("search {}", search.join(" "));
             }
         }
         Printer::Dump => print!("{}", v["toml"].as_str().unwrap_or_default()),

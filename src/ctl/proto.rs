@@ -181,6 +181,40 @@ pub enum Op {
         /// The new value, as text.
         value: String,
     },
+    /// A vnet's resolver configuration: hosts entries, name servers,
+    /// search domains.
+    DnsShow {
+        /// The vnet.
+        vnet: String,
+    },
+    /// Add addresses to a host name of a vnet.
+    HostAdd {
+        /// The vnet.
+        vnet: String,
+        /// The host name.
+        name: String,
+        /// Its addresses.
+        addrs: Vec<String>,
+    },
+    /// Remove a host name of a vnet.
+    HostDel {
+        /// The vnet.
+        vnet: String,
+        /// The host name.
+        name: String,
+    },
+    /// Set a vnet's name servers or search domains (each list replaced
+    /// when given).
+    DnsSet {
+        /// The vnet.
+        vnet: String,
+        /// Name servers.
+        #[serde(default)]
+        nameservers: Option<Vec<String>>,
+        /// Search domains.
+        #[serde(default)]
+        search: Option<Vec<String>>,
+    },
     /// A vnet's protocol counters.
     Stats {
         /// The vnet.
@@ -217,6 +251,7 @@ impl Op {
                 | Op::RouteShow { .. }
                 | Op::SysctlGet { .. }
                 | Op::Stats { .. }
+                | Op::DnsShow { .. }
                 | Op::Dump
         ) && !matches!(self, Op::Batch { ops, .. } if ops.iter().all(|o| !o.mutates()))
     }

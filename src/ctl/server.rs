@@ -19,6 +19,7 @@ use super::proto::{self, ErrorBody, ErrorKind, FrameError, Op, Outcome, Reply, R
 use super::topology;
 use crate::driver::realtime::Realtime;
 use crate::ifnet::{self, IfError};
+use crate::sockets::dns::{self, Resolv};
 use crate::stack::route::RouteKind;
 use crate::stack::sysctl::{self, SysctlError};
 use crate::stack::{self, ConfigError};
@@ -465,6 +466,89 @@ impl Server {
                 let v = self.owned(uid, &vnet)?;
                 v.enter(|| sysctl::set(&key, &value))
                     .map_err(|e| sysctl_err(&vnet, e))?;
+                Ok(Value::Null)
+            }
+            Op::DnsShow { vnet } => {
+                let v = self.vnet(&vnet)?;
+                let r = v
+                    .enter(|| crate::vnet::with::<Resolv, _>(|r| r.clone()))
+                    .map_err(|e| err(ErrorKind::NotFound, format!("vnet {vnet:?}: {e}")))?;
+                Ok(json!({
+                    "hosts": r.hosts.iter().map(|(n, a)| json!({
+                        "name": n,
+                        "addrs": a.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
+                    "nameservers": r.nameservers.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
+                    "search": r.search,
+                }))
+            }
+            Op::HostAdd { vnet, name, addrs } => {
+                let v = self.owned(uid, &vnet)?;
+                dns::check_name(&name).map_err(|m| err(ErrorKind::Invalid, m))?;
+                if addrs.is_empty() {
+                    return Err(err(
+                        ErrorKind::Invalid,
+                        format!("host {name}: no addresses"),
+                    ));
+                }
+                let ips = addrs
+                    .iter()
+                    .map(|a| {
+                        a.parse::<std::net::IpAddr>().map_err(|_| {
+                            err(ErrorKind::Invalid, format!("{a:?} is not an IP address"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                v.enter(|| crate::vnet::with::<Resolv, _>(|r| r.add_host(&name, &ips)))
+                    .map_err(|e| err(ErrorKind::NotFound, format!("vnet {vnet:?}: {e}")))?;
+                Ok(Value::Null)
+            }
+            Op::HostDel { vnet, name } => {
+                let v = self.owned(uid, &vnet)?;
+                let had = v
+                    .enter(|| crate::vnet::with::<Resolv, _>(|r| r.del_host(&name)))
+                    .map_err(|e| err(ErrorKind::NotFound, format!("vnet {vnet:?}: {e}")))?;
+                if !had {
+                    return Err(err(
+                        ErrorKind::NotFound,
+                        format!("vnet {vnet:?}: no host entry {name:?}"),
+                    ));
+                }
+                Ok(Value::Null)
+            }
+            Op::DnsSet {
+                vnet,
+                nameservers,
+                search,
+            } => {
+                let v = self.owned(uid, &vnet)?;
+                let ns = nameservers
+                    .map(|l| {
+                        l.iter()
+                            .map(|a| {
+                                a.parse::<std::net::IpAddr>().map_err(|_| {
+                                    err(ErrorKind::Invalid, format!("{a:?} is not an IP address"))
+                                })
+                            })
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .transpose()?;
+                if let Some(s) = &search {
+                    for d in s {
+                        dns::check_name(d).map_err(|m| err(ErrorKind::Invalid, m))?;
+                    }
+                }
+                v.enter(|| {
+                    crate::vnet::with::<Resolv, _>(|r| {
+                        if let Some(ns) = ns {
+                            r.nameservers = ns;
+                        }
+                        if let Some(s) = search {
+                            r.search = s;
+                        }
+                    })
+                })
+                .map_err(|e| err(ErrorKind::NotFound, format!("vnet {vnet:?}: {e}")))?;
                 Ok(Value::Null)
             }
             Op::Stats { vnet } => {

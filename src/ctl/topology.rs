@@ -16,6 +16,11 @@
 //! [vnet.blue.link.eth0]                   # the epair's other end
 //! up = true
 //! addr = ["10.0.0.2/24"]
+//!
+//! [vnet.red.dns]                           # what programs in red resolve
+//! hosts = { web = ["10.0.0.2", "fd00::2"] }
+//! nameserver = ["10.0.0.53"]
+//! search = ["lab.example"]
 //! ```
 //!
 //! [`plan`] compares a file with the running state and lists the requests
@@ -61,6 +66,31 @@ pub struct VnetSpec {
     /// Interfaces other than `lo0`, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub link: BTreeMap<String, LinkSpec>,
+    /// Name resolution for programs in the vnet.
+    #[serde(default, skip_serializing_if = "DnsSpec::is_empty")]
+    pub dns: DnsSpec,
+}
+
+/// A vnet's resolver: its `/etc/hosts` and `/etc/resolv.conf`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSpec {
+    /// Host names and their addresses.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, Vec<String>>,
+    /// Name servers, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nameserver: Vec<String>,
+    /// Search domains, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub search: Vec<String>,
+}
+
+impl DnsSpec {
+    /// Whether it says nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == DnsSpec::default()
+    }
 }
 
 /// The far end of an epair.
@@ -282,6 +312,16 @@ fn state(reg: &Registry, uid: u32, admin: bool) -> Topology {
             }
         }
         spec.route.sort();
+        if let Ok(r) =
+            v.enter(|| crate::vnet::with::<crate::sockets::dns::Resolv, _>(|r| r.clone()))
+        {
+            let strs = |a: &[std::net::IpAddr]| a.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+            spec.dns = DnsSpec {
+                hosts: r.hosts.iter().map(|(n, a)| (n.clone(), strs(a))).collect(),
+                nameserver: strs(&r.nameservers),
+                search: r.search.clone(),
+            };
+        }
         for l in links.iter().filter(|l| l.kind != "loopback") {
             let mut ls = LinkSpec {
                 mtu: (l.mtu != 1500).then_some(l.mtu),
@@ -580,10 +620,44 @@ pub fn plan(reg: &Registry, want: &Topology, uid: u32, admin: bool) -> Result<Ve
             }
         }
     }
+    // Name resolution: hosts entries one by one, the lists whole.
+    let mut dns = Vec::new();
+    for (vn, wv) in &want.vnet {
+        let (hd, wd) = (have.vnet.get(vn).map(|h| &h.dns), &wv.dns);
+        let hd = hd.cloned().unwrap_or_default();
+        let canon = |n: &str| n.trim_end_matches('.').to_ascii_lowercase();
+        let want_hosts: BTreeMap<String, &Vec<String>> =
+            wd.hosts.iter().map(|(n, a)| (canon(n), a)).collect();
+        for (n, a) in &hd.hosts {
+            if want_hosts.get(n).is_none_or(|w| *w != a) {
+                dns.push(Op::HostDel {
+                    vnet: vn.clone(),
+                    name: n.clone(),
+                });
+            }
+        }
+        for (n, a) in &want_hosts {
+            if hd.hosts.get(n) != Some(*a) {
+                dns.push(Op::HostAdd {
+                    vnet: vn.clone(),
+                    name: n.clone(),
+                    addrs: (*a).clone(),
+                });
+            }
+        }
+        if hd.nameserver != wd.nameserver || hd.search != wd.search {
+            dns.push(Op::DnsSet {
+                vnet: vn.clone(),
+                nameservers: Some(wd.nameserver.clone()),
+                search: Some(wd.search.clone()),
+            });
+        }
+    }
     ops.extend(links);
     ops.extend(settings);
     ops.extend(routes);
     ops.extend(tunables);
+    ops.extend(dns);
     Ok(ops)
 }
 
@@ -637,6 +711,19 @@ pub fn describe(op: &Op) -> String {
             _ => format!("-n {vnet} link set {name}"),
         },
         Op::LinkDel { vnet, name } => format!("-n {vnet} link del {name}"),
+        Op::HostAdd { vnet, name, addrs } => {
+            format!("-n {vnet} dns host add {name} {}", addrs.join(" "))
+        }
+        Op::HostDel { vnet, name } => format!("-n {vnet} dns host del {name}"),
+        Op::DnsSet {
+            vnet,
+            nameservers,
+            search,
+        } => format!(
+            "-n {vnet} dns nameserver {} search {}",
+            nameservers.as_deref().unwrap_or_default().join(" "),
+            search.as_deref().unwrap_or_default().join(" ")
+        ),
         Op::AddrAdd { vnet, dev, addr } => format!("-n {vnet} addr add {addr} dev {dev}"),
         Op::AddrDel { vnet, dev, addr } => format!("-n {vnet} addr del {addr} dev {dev}"),
         Op::RouteAdd {

@@ -83,7 +83,6 @@ impl SocketServer {
     /// user vnetd runs as. Installs the data pump in `rt`.
     pub fn new(reg: Arc<Registry>, rt: &Realtime, admin: u32) -> Arc<SocketServer> {
         reg.register::<Sockets>();
-        reg.register::<Resolv>();
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);

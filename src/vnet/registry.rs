@@ -223,6 +223,7 @@ impl Registry {
         let reg = Self::bare(seed);
         reg.register::<crate::ifnet::IfnetTable>();
         reg.register::<crate::stack::Inet>();
+        reg.register::<crate::sockets::dns::Resolv>();
         reg
     }
 
