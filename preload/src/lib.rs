@@ -81,9 +81,11 @@ struct Inside;
 
 impl Inside {
     /// Enters our code, unless this thread is in it already (or exiting).
+    /// (The guard is made only on entry: a guard made and dropped would
+    /// clear the flag of the call that holds it.)
     fn enter() -> Option<Inside> {
         INSIDE
-            .try_with(|c| (!c.replace(true)).then_some(Inside))
+            .try_with(|c| (!c.replace(true)).then(|| Inside))
             .ok()
             .flatten()
     }
@@ -454,16 +456,19 @@ pub unsafe extern "C" fn vnet_setvnet(fd: c_int, vnet: *const c_char) -> c_int {
 }
 
 fn set_vnet(fd: c_int, vnet: &str) -> Result<c_int, i32> {
-    let name = vnet_sock(fd).ok_or(libc::ENOTSOCK)?;
-    let (_, newfd) = call(
-        &Req::Move {
-            vnet: vnet.to_string(),
-        },
-        Some(fd),
-    )?;
-    let newfd = newfd.ok_or(libc::EIO)?;
+    let newfd = match vnet_sock(fd) {
+        Some(_) => call(
+            &Req::Move {
+                vnet: vnet.to_string(),
+            },
+            Some(fd),
+        )?
+        .1
+        .ok_or(libc::EIO)?,
+        None => host_to_vnet(fd, vnet)?,
+    };
     // Keep the program's descriptor number, blocking mode and close-on-exec.
-    // SAFETY: fcntl on descriptors the program and we hold.
+    // SAFETY: fcntl and dup3 on descriptors the program and we hold.
     unsafe {
         let fl = libc::fcntl(fd, libc::F_GETFL);
         let fdfl = libc::fcntl(fd, libc::F_GETFD);
@@ -479,8 +484,58 @@ fn set_vnet(fd: c_int, vnet: &str) -> Result<c_int, i32> {
             let _ = wire::set_nonblocking(fd, true);
         }
     }
-    set_kind(fd, if name.kind == Kind::Udp { UDP } else { TCP });
+    vnet_sock(fd).ok_or(libc::EIO)?;
     Ok(0)
+}
+
+/// A vnet socket to replace host socket `fd` (of the same family and type,
+/// not yet bound or connected).
+fn host_to_vnet(fd: c_int, vnet: &str) -> Result<OwnedFd, i32> {
+    let real = real!(getsockopt: fn(c_int, c_int, c_int, *mut c_void, *mut socklen_t) -> c_int);
+    let opt = |name: c_int| -> Result<c_int, i32> {
+        let mut v: c_int = 0;
+        let mut len = std::mem::size_of::<c_int>() as socklen_t;
+        // SAFETY: libc's getsockopt into a local int.
+        let rc = unsafe {
+            real(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                (&mut v as *mut c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc < 0 { Err(errno()) } else { Ok(v) }
+    };
+    let domain = opt(libc::SO_DOMAIN)?;
+    let ty = opt(libc::SO_TYPE)?;
+    if domain != libc::AF_INET && domain != libc::AF_INET6 {
+        return Err(libc::EAFNOSUPPORT);
+    }
+    // SAFETY: sockaddr_storage is plain data; zero is valid.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+    let gsn = real!(getsockname: fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int);
+    // SAFETY: libc's getsockname into a local buffer.
+    if unsafe {
+        gsn(
+            fd,
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    } < 0
+    {
+        return Err(errno());
+    }
+    // SAFETY: the kernel wrote `len` bytes of an address of `domain`.
+    if let Ok(Some(a)) = unsafe { read_addr((&ss as *const libc::sockaddr_storage).cast(), len) }
+        && a.port() != 0
+    {
+        return Err(libc::EISCONN);
+    }
+    let n = new_socket(vnet, domain, ty | libc::SOCK_CLOEXEC, 0)?;
+    // SAFETY: `n` was just received and is owned here.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
 /// Writes the name of `fd`'s vnet into `buf` (NUL-terminated).
@@ -812,21 +867,25 @@ pub unsafe extern "C" fn setsockopt(
     len: socklen_t,
 ) -> c_int {
     let real = real!(setsockopt: fn(c_int, c_int, c_int, *const c_void, socklen_t) -> c_int);
+    if level == SOL_VNET && name == SO_VNET {
+        // Any socket, host or vnet, may be moved (as SO_SETFIB).
+        let _in = Inside::enter();
+        return guarded(|| {
+            if val.is_null() {
+                return Err(libc::EFAULT);
+            }
+            // SAFETY: the caller gives `len` readable bytes at `val`.
+            let b = unsafe { std::slice::from_raw_parts(val.cast::<u8>(), len as usize) };
+            let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+            let v = std::str::from_utf8(&b[..end]).map_err(|_| libc::EINVAL)?;
+            set_vnet(fd, v)
+        });
+    }
     // SAFETY: libc's own setsockopt(2) with the caller's arguments.
     on_vnet(
         fd,
         || unsafe { real(fd, level, name, val, len) },
         |_| {
-            if level == SOL_VNET && name == SO_VNET {
-                if val.is_null() {
-                    return Err(libc::EFAULT);
-                }
-                // SAFETY: the caller gives `len` readable bytes at `val`.
-                let b = unsafe { std::slice::from_raw_parts(val.cast::<u8>(), len as usize) };
-                let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
-                let v = std::str::from_utf8(&b[..end]).map_err(|_| libc::EINVAL)?;
-                return set_vnet(fd, v);
-            }
             if let Some(opt) = kept_opt(level, name) {
                 if val.is_null() || (len as usize) < std::mem::size_of::<c_int>() {
                     return Err(libc::EINVAL);
@@ -1029,6 +1088,8 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_i
                 unsafe { read_addr(m.msg_name.cast(), m.msg_namelen) }?
             };
             // SAFETY: `msg_iovlen` iovecs at `msg_iov`.
+            // (msg_iovlen is size_t in glibc, int in musl.)
+            #[allow(clippy::unnecessary_cast)]
             let iov = unsafe { iov_slice(m.msg_iov, m.msg_iovlen as usize) };
             udp_send(fd, n, iov, dst, flags)
         })
@@ -1133,6 +1194,8 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut libc::msghdr, flags: c_int
             // SAFETY: the caller's msghdr and the buffers it names.
             let m = unsafe { &mut *msg };
             // SAFETY: `msg_iovlen` iovecs at `msg_iov`.
+            // (msg_iovlen is size_t in glibc, int in musl.)
+            #[allow(clippy::unnecessary_cast)]
             let iov = unsafe { iov_slice(m.msg_iov, m.msg_iovlen as usize) };
             let (r, src, fl) = udp_recv(fd, iov, flags)?;
             if !m.msg_name.is_null() {

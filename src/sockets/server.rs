@@ -442,6 +442,11 @@ fn op(s: &mut Sock, inet: &mut Inet, req: Req, vnet: String) -> Outcome {
             if !ip.is_unspecified() && !inet.is_local(ip.into()) {
                 return fail(libc::EADDRNOTAVAIL);
             }
+            if s.kind == Kind::Tcp
+                && let Err(e) = inet.tcp_bind_check(addr, s.opts.reuse_addr || s.opts.reuse_port)
+            {
+                return fail(e.errno());
+            }
             s.bound = Some(addr);
             if s.kind == Kind::Udp
                 && let Err(e) = table::udp_bound(s, inet)

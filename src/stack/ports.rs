@@ -57,7 +57,14 @@ fn overlap(a: Option<IpAddress>, b: Option<IpAddress>) -> bool {
 }
 
 impl PortTable {
-    fn conflicts(&self, proto: Proto, port: u16, addr: Option<IpAddress>, reuse: bool) -> bool {
+    /// Whether binding `addr:port` would clash with a binding there.
+    pub(super) fn conflicts(
+        &self,
+        proto: Proto,
+        port: u16,
+        addr: Option<IpAddress>,
+        reuse: bool,
+    ) -> bool {
         self.map.get(&(proto, port)).is_some_and(|bs| {
             bs.iter().any(|b| {
                 overlap(b.addr, addr)

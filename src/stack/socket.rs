@@ -775,6 +775,19 @@ impl Inet {
         Ok((s.can_recv(), s.send_queue() == 0))
     }
 
+    /// Whether a TCP socket may bind `local` (what `bind(2)` checks before
+    /// `listen` or `connect` take the port).
+    pub(crate) fn tcp_bind_check(&self, local: SocketAddr, reuse: bool) -> Result<(), SockError> {
+        if local.port() != 0
+            && self
+                .ports
+                .conflicts(Proto::Tcp, local.port(), listen_addr(local.ip()), reuse)
+        {
+            return Err(SockError::AddrInUse);
+        }
+        Ok(())
+    }
+
     /// Shuts the sending side (`shutdown(SHUT_WR)`): a FIN follows the data
     /// already queued; receiving goes on.
     pub(crate) fn tcp_shutdown(&mut self, id: SocketId) -> Result<(), SockError> {

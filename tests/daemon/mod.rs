@@ -85,7 +85,11 @@ impl Vnetd {
     /// `vnetctl exec VNET -- argv...` as a command to finish setting up.
     pub fn exec(&self, vnet: &str, argv: &[&str]) -> Command {
         let mut c = self.ctl();
-        c.arg("exec").arg(vnet).arg("--").args(argv);
+        c.env("VNET_PRELOAD", preload())
+            .arg("exec")
+            .arg(vnet)
+            .arg("--")
+            .args(argv);
         c
     }
 
@@ -93,6 +97,30 @@ impl Vnetd {
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
+}
+
+/// The preload library, built (once per test binary) with the profile and
+/// into the target directory the tests were built with.
+pub fn preload() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let bin = Path::new(env!("CARGO_BIN_EXE_vnetctl"));
+            let profile_dir = bin.parent().unwrap();
+            let target = profile_dir.parent().unwrap();
+            let mut c = Command::new(env!("CARGO"));
+            c.args(["build", "--quiet", "-p", "vnet-preload", "--target-dir"])
+                .arg(target);
+            if profile_dir.file_name() == Some(std::ffi::OsStr::new("release")) {
+                c.arg("--release");
+            }
+            let st = c.status().expect("run cargo build -p vnet-preload");
+            assert!(st.success(), "building the preload library failed");
+            let lib = profile_dir.join("libvnet_preload.so");
+            assert!(lib.exists(), "{} missing after the build", lib.display());
+            lib
+        })
+        .clone()
 }
 
 fn sockets_path(ctl: &Path) -> PathBuf {
