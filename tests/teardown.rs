@@ -36,7 +36,7 @@ fn destroying_a_vnet_resets_its_connections_and_reports_what_it_released() {
     assert_eq!(report.interfaces_destroyed, 2, "lo0 and eth0");
     assert_eq!(report.addresses_removed, 4, "127.0.0.1, ::1 and eth0's two");
     assert!(report.routes_removed >= 2);
-    assert_eq!(report.subsystems, ["inet", "ifnet"]);
+    assert_eq!(report.subsystems, ["resolv", "inet", "ifnet"]);
     assert_eq!(report.wake, [b.id()], "the reset goes to b");
     assert!(sim.registry().by_name("a").is_none());
     assert!(sim.registry().get(a.id()).is_none());

@@ -385,6 +385,13 @@ fn pump_tcp(s: &mut Sock, id: SocketId, inet: &mut Inet) -> bool {
                 match errno() {
                     libc::EAGAIN => s.rd_ready = false,
                     libc::EINTR => continue,
+                    // The client closed with data it never read (the
+                    // kernel reports that as a reset): so does TCP.
+                    libc::ECONNRESET => {
+                        let _ = inet.close(id, true);
+                        s.dead = true;
+                        return false;
+                    }
                     _ => return close_tcp(s, id, inet),
                 }
                 break;

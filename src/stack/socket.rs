@@ -329,6 +329,15 @@ impl Inet {
             match &mut e.kind {
                 Kind::Tcp(t) => {
                     let s = self.sockets.get_mut::<tcp::Socket>(t.h);
+                    if e.closed && !t.user_aborted && s.can_recv() {
+                        // Data for a socket its user closed: no one will
+                        // read it, so the peer is told at once with a reset
+                        // (as Linux does) instead of a window that never
+                        // opens again.
+                        s.abort();
+                        t.user_aborted = true;
+                        self.stats.tcp_abort_on_data += 1;
+                    }
                     let st = s.state();
                     if t.connecting {
                         match st {

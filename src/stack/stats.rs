@@ -88,6 +88,9 @@ counters!(
         tcp_resets,
         /// TCP connection attempts refused by the peer.
         tcp_refused,
+        /// Closed TCP sockets reset because data arrived for them (no one
+        /// is left to read it; Linux's TCPAbortOnData).
+        tcp_abort_on_data,
         /// TCP connection attempts that timed out.
         tcp_connect_timeouts,
         /// SYNs dropped because a listener's backlog was full.
