@@ -10,66 +10,24 @@
 //! Run: `cargo bench --bench host` as root (with iproute2 and
 //! netcat-openbsd). Results are medians with [min – max] over the rounds.
 
+#[path = "support/os.rs"]
+mod os;
 #[path = "support/report.rs"]
 mod report;
 
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use os::{Netns, Proc, sh};
 use report::row;
 use vnet::driver::realtime::{AppCtl, Realtime};
 use vnet::stack::socket::{self, SockError, TcpState};
 use vnet::stack::sysctl;
 use vnet::vnet::{Registry, Vnet};
 use vnet::{ifnet, stack};
-
-fn sh(args: &[&str]) {
-    let o = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect(args[0]);
-    assert!(
-        o.status.success(),
-        "{}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("vnetbench-{}-{tag}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        sh(&["ip", "netns", "add", &name]);
-        sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        Netns(name)
-    }
-    fn cmd(&self, shell: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0, "sh", "-c", shell]);
-        c
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 const BYTES: usize = 1 << 30;
 
