@@ -170,6 +170,10 @@ pub struct SockTable {
     next: u32,
     map: BTreeMap<SocketId, Entry>,
     deadline: Option<Instant>,
+    /// Connections in TIME_WAIT, oldest first: the engine's socket is
+    /// gone (so that thousands of them cost the poll nothing), only the
+    /// port is held until the time is up.
+    timewait: std::collections::VecDeque<(Instant, u16, SocketId)>,
 }
 
 impl SockTable {
@@ -392,6 +396,15 @@ impl Inet {
                     t.last = st;
                     if e.closed && st == tcp::State::Closed {
                         reap.push(*id);
+                    } else if e.closed && st == tcp::State::TimeWait {
+                        // Our last ACK is out: keep only the port for
+                        // 2 MSL (a FIN retransmitted meanwhile gets a
+                        // reset instead of another ACK).
+                        if let Some(p) = t.own_port.take() {
+                            let until = now + Duration::from_millis(2 * self.tunables.tcp_msl_ms);
+                            self.socks.timewait.push_back((until, p, *id));
+                        }
+                        reap.push(*id);
                     }
                 }
                 Kind::Listener { pool, .. } => {
@@ -406,6 +419,14 @@ impl Inet {
                 }
                 _ => {}
             }
+        }
+        while let Some(&(until, port, id)) = self.socks.timewait.front() {
+            if until > now {
+                deadline = Some(deadline.map_or(until, |x| x.min(until)));
+                break;
+            }
+            self.socks.timewait.pop_front();
+            self.ports.release(Proto::Tcp, port, id);
         }
         self.socks.deadline = deadline;
         for id in reap {

@@ -28,6 +28,9 @@ pub struct Tunables {
     pub tcp_recvspace: usize,
     /// `net.inet.tcp.keepinit`: connect timeout, milliseconds.
     pub tcp_keepinit_ms: u64,
+    /// `net.inet.tcp.msl`: maximum segment lifetime, milliseconds; a
+    /// closed connection holds its port in TIME_WAIT for twice this.
+    pub tcp_msl_ms: u64,
     /// `net.inet.udp.recvspace`: UDP receive buffer, bytes.
     pub udp_recvspace: usize,
     /// `kern.ipc.maxsockets`: most sockets this vnet may hold.
@@ -49,6 +52,10 @@ impl Default for Tunables {
             tcp_sendspace: 256 * 1024,
             tcp_recvspace: 256 * 1024,
             tcp_keepinit_ms: 75_000,
+            // FreeBSD says 30 s for the Internet; vnets mostly talk over
+            // virtual links with no reordering, where a long TIME_WAIT
+            // only exhausts ports.
+            tcp_msl_ms: 1_000,
             udp_recvspace: 64 * 1024,
             max_sockets: 4096,
             neighbor_max_age_s: 300,
@@ -184,6 +191,15 @@ pub static TUNABLES: &[Tunable] = &[
         u64,
         100,
         3_600_000
+    ),
+    tunable!(
+        "net.inet.tcp.msl",
+        "TCP maximum segment lifetime in milliseconds (TIME_WAIT lasts twice this)",
+        "0 to 120000",
+        tcp_msl_ms,
+        u64,
+        0,
+        120_000
     ),
     tunable!(
         "net.inet.udp.recvspace",
