@@ -23,7 +23,7 @@ struct Args {
     /// $XDG_RUNTIME_DIR/vnetd.sock for other users]
     #[arg(long, env = "VNETD_SOCKET")]
     socket: Option<PathBuf>,
-    /// Worker threads that run the stacks [default: one per core]
+    /// Worker threads that run the stacks [default: half the cores]
     #[arg(long)]
     workers: Option<usize>,
     /// Topology file to build at start and re-read on SIGHUP [default: the
@@ -93,8 +93,12 @@ fn run(path: &PathBuf, args: &Args) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut signals =
         Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| format!("signals: {e}"))?;
-    let workers =
-        workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // Half the cores: the programs using the vnets' sockets need the rest
+    // (on two cores, one worker moves more data, with less latency, than
+    // two that compete with the programs for the CPU).
+    let workers = workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+    });
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)

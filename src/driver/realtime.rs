@@ -41,6 +41,10 @@ pub type App = Box<dyn FnMut(Instant) -> AppCtl + Send>;
 /// without a wake-up.
 pub type IoHook = Arc<dyn Fn(Instant, &[u32]) -> Option<Instant> + Send + Sync>;
 
+/// How long a worker that just did work keeps looking for more before it
+/// sleeps (see `run`).
+const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+
 /// The epoll token of a worker's eventfd (vnet ids are 32-bit).
 const WAKE_TOKEN: u64 = u64::MAX;
 
@@ -362,6 +366,8 @@ fn run(s: &Shared, me: usize) {
     let worker = &s.workers[me];
     let mut apps: Vec<(VnetId, App)> = Vec::new();
     let hook = || s.hook.get().cloned();
+    // Until when to keep looking for work before sleeping.
+    let mut spin_until: Option<std::time::Instant> = None;
     loop {
         if worker.watched.load(Ordering::Relaxed) > 0 {
             // Busy workers never sleep: collect descriptor readiness anyway.
@@ -381,6 +387,17 @@ fn run(s: &Shared, me: usize) {
                 .map(|(v, _)| *v)
                 .collect();
             if ready.is_empty() {
+                // Just busy: look for more work a little before sleeping,
+                // since the answer to what was just sent often comes within
+                // microseconds, and a sleeping worker takes far longer to
+                // wake than that.
+                if spin_until.is_some_and(|t| std::time::Instant::now() < t) {
+                    drop(g);
+                    if worker.watched.load(Ordering::Relaxed) == 0 {
+                        std::hint::spin_loop();
+                    }
+                    continue;
+                }
                 // Sleep until the earliest deadline, a wake-up, or a watched
                 // descriptor: an idle worker uses no CPU.
                 let wait =
@@ -398,6 +415,8 @@ fn run(s: &Shared, me: usize) {
             for v in &ready {
                 g.due.remove(v);
             }
+            spin_until =
+                (SPIN > std::time::Duration::ZERO).then(|| std::time::Instant::now() + SPIN);
             let g = &mut *g;
             ready
                 .iter()
