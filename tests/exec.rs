@@ -554,3 +554,28 @@ fn a_c_daemon_answers_in_each_of_three_vnets_and_nowhere_else() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn ping_uses_ping_sockets_in_the_vnet() {
+    let d = Vnetd::start("exec-ping", TWO_HOSTS);
+    let out = run_ok(d.exec(
+        "red",
+        &["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.2"],
+    ));
+    assert!(out.contains("3 received"), "{out}");
+    let out = run_ok(d.exec(
+        "red",
+        &[
+            "ping", "-n", "-6", "-c", "2", "-i", "0.2", "-W", "2", "fd00::2",
+        ],
+    ));
+    assert!(out.contains("2 received"), "{out}");
+    // An address no one has: no reply, exit status 1.
+    let st = d
+        .exec("red", &["ping", "-n", "-c", "1", "-W", "1", "10.0.0.99"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(st.code(), Some(1));
+}

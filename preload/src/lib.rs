@@ -143,7 +143,7 @@ fn vnet_sock(fd: c_int) -> Option<SockName> {
     let n = SockName::of_fd(fd);
     let k = match n {
         None => OTHER,
-        Some(n) if n.kind == Kind::Udp => UDP,
+        Some(n) if n.kind != Kind::Tcp => UDP,
         Some(_) if kind_of(fd) == LISTENER => LISTENER,
         Some(_) => TCP,
     };
@@ -366,8 +366,10 @@ fn new_socket(vnet: &str, domain: c_int, ty: c_int, protocol: c_int) -> Result<c
     let kind = match (base, protocol) {
         (libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP) => Kind::Tcp,
         (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP) => Kind::Udp,
-        // Raw and ICMP sockets are not served (yet): refuse rather than
-        // hand out a host socket that would escape the vnet.
+        (libc::SOCK_DGRAM, libc::IPPROTO_ICMP) if !v6 => Kind::Icmp,
+        (libc::SOCK_DGRAM, libc::IPPROTO_ICMPV6) if v6 => Kind::Icmp,
+        // Raw sockets are not served (yet): refuse rather than hand out a
+        // host socket that would escape the vnet.
         (libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_RAW, _) => {
             return Err(libc::EPROTONOSUPPORT);
         }
@@ -383,7 +385,7 @@ fn new_socket(vnet: &str, domain: c_int, ty: c_int, protocol: c_int) -> Result<c
     )?;
     let fd = fd.ok_or(libc::EIO)?.into_raw_fd();
     finish_fd(fd, ty);
-    set_kind(fd, if kind == Kind::Udp { UDP } else { TCP });
+    set_kind(fd, if kind == Kind::Tcp { TCP } else { UDP });
     Ok(fd)
 }
 
@@ -800,10 +802,11 @@ pub unsafe extern "C" fn getsockopt(
                 (libc::SOL_SOCKET, libc::SO_DOMAIN) => {
                     int(if n.v6 { libc::AF_INET6 } else { libc::AF_INET })
                 }
-                (libc::SOL_SOCKET, libc::SO_PROTOCOL) => int(if n.kind == Kind::Tcp {
-                    libc::IPPROTO_TCP
-                } else {
-                    libc::IPPROTO_UDP
+                (libc::SOL_SOCKET, libc::SO_PROTOCOL) => int(match (n.kind, n.v6) {
+                    (Kind::Tcp, _) => libc::IPPROTO_TCP,
+                    (Kind::Udp, _) => libc::IPPROTO_UDP,
+                    (Kind::Icmp, false) => libc::IPPROTO_ICMP,
+                    (Kind::Icmp, true) => libc::IPPROTO_ICMPV6,
                 }),
                 (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => int(c_int::from(listening(fd)?)),
                 // Buffers, timeouts and linger are the descriptor's own.
@@ -968,6 +971,11 @@ fn udp_recv(
     iov: &[libc::iovec],
     flags: c_int,
 ) -> Result<(ssize_t, Option<SocketAddr>, c_int), i32> {
+    if flags & libc::MSG_ERRQUEUE != 0 {
+        // No ICMP errors are queued for our sockets (IP_RECVERR is
+        // accepted and has nothing to report).
+        return Err(libc::EAGAIN);
+    }
     let mut hdr = [0u8; ADDR_LEN];
     let mut v = Vec::with_capacity(iov.len() + 1);
     v.push(libc::iovec {
@@ -1002,7 +1010,7 @@ fn udp_target(fd: c_int) -> Option<SockName> {
     if !maybe_udp(fd) {
         return None;
     }
-    vnet_sock(fd).filter(|n| n.kind == Kind::Udp)
+    vnet_sock(fd).filter(|n| n.kind != Kind::Tcp)
 }
 
 fn to_ssize(r: Result<ssize_t, i32>) -> ssize_t {

@@ -224,7 +224,7 @@ impl SocketServer {
     ) -> Result<OwnedFd, Reply> {
         let ty = match kind {
             Kind::Tcp => libc::SOCK_STREAM,
-            Kind::Udp => libc::SOCK_SEQPACKET,
+            Kind::Udp | Kind::Icmp => libc::SOCK_SEQPACKET,
         };
         let io = |e: std::io::Error| Reply::err(e.raw_os_error().unwrap_or(libc::EIO));
         let (srv, cli) = wire::pair(ty).map_err(io)?;
@@ -448,7 +448,7 @@ fn op(s: &mut Sock, inet: &mut Inet, req: Req, vnet: String) -> Outcome {
                 return fail(e.errno());
             }
             s.bound = Some(addr);
-            if s.kind == Kind::Udp
+            if s.kind != Kind::Tcp
                 && let Err(e) = table::udp_bound(s, inet)
             {
                 s.bound = None;
@@ -482,7 +482,7 @@ fn op(s: &mut Sock, inet: &mut Inet, req: Req, vnet: String) -> Outcome {
                 }
             }
             St::Listening(_) => ok(),
-            _ if s.kind == Kind::Udp => fail(libc::EOPNOTSUPP),
+            _ if s.kind != Kind::Tcp => fail(libc::EOPNOTSUPP),
             _ => fail(libc::EINVAL),
         },
         Req::Connect { addr, wait } => {
@@ -539,6 +539,12 @@ fn op(s: &mut Sock, inet: &mut Inet, req: Req, vnet: String) -> Outcome {
                 _ => None,
             };
             let a = a.or(s.bound).unwrap_or_else(|| s.any());
+            // A ping socket's "port" is its echo identifier.
+            let a = if s.kind == Kind::Icmp {
+                SocketAddr::new(s.bound.map_or(s.any().ip(), |b| b.ip()), s.ident)
+            } else {
+                a
+            };
             let a = match a {
                 // The stack says 0.0.0.0 for "any address" of either family.
                 SocketAddr::V4(v4) if s.v6 && v4.ip().is_unspecified() => {

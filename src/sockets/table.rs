@@ -72,6 +72,8 @@ pub(crate) struct Sock {
     pub waiters: Vec<Sender<()>>,
     /// The connected peer of a UDP socket.
     pub peer: Option<SocketAddr>,
+    /// The echo identifier of a ping socket.
+    pub ident: u16,
     /// The epoll token of `fd`.
     token: u32,
     /// The client may have sent something (set on readiness, cleared when a
@@ -112,6 +114,8 @@ impl Sock {
             err: None,
             waiters: Vec::new(),
             peer: None,
+            // Distinct per socket until 65,535 of them (0 is avoided).
+            ident: (cookie % 0xffff) as u16 + 1,
             token,
             rd_ready: true,
             wr_blocked: false,
@@ -591,12 +595,25 @@ fn pump_udp(s: &mut Sock, inet: &mut Inet) -> bool {
     // Stack to client.
     if let St::Udp(Some(id)) = s.st {
         loop {
-            let (n, from) = match inet.udp_recv_from(id, &mut buf[ADDR_LEN..]) {
+            let got = if s.kind == Kind::Icmp {
+                inet.icmp_recv(id, &mut buf[ADDR_LEN..])
+                    .map(|(n, ip)| (n, SocketAddr::new(ip, 0)))
+            } else {
+                inet.udp_recv_from(id, &mut buf[ADDR_LEN..])
+            };
+            let (n, from) = match got {
                 Ok(x) => x,
                 Err(SockError::MsgSize) => continue,
                 Err(_) => break,
             };
-            if s.peer.is_some_and(|p| p != from && to_v6(p) != to_v6(from)) {
+            let icmp = s.kind == Kind::Icmp;
+            if s.peer.is_some_and(|p| {
+                if icmp {
+                    to_v6(p).ip() != to_v6(from).ip()
+                } else {
+                    p != from && to_v6(p) != to_v6(from)
+                }
+            }) {
                 continue;
             }
             let from = if s.v6 { to_v6(from) } else { from };
@@ -626,9 +643,23 @@ fn pump_udp(s: &mut Sock, inet: &mut Inet) -> bool {
 }
 
 /// Sends one datagram from a client, binding the socket first if it is
-/// not yet (as `sendto` on an unbound socket does).
+/// not yet (as `sendto` on an unbound socket does). A ping socket sends
+/// only echo requests, with its own identifier (as Linux's do).
 fn udp_out(s: &mut Sock, inet: &mut Inet, data: &[u8], dst: SocketAddr) -> Result<(), SockError> {
     let id = udp_bound(s, inet)?;
+    if s.kind == Kind::Icmp {
+        let request = if dst.is_ipv4() && dst.ip().to_canonical().is_ipv4() {
+            8
+        } else {
+            128
+        };
+        if data.len() < 8 || data[0] != request || data[1] != 0 {
+            return Err(SockError::InvalidInput);
+        }
+        let mut msg = data.to_vec();
+        msg[4..6].copy_from_slice(&s.ident.to_be_bytes());
+        return inet.icmp_send(id, &msg, dst.ip());
+    }
     inet.udp_send_to(id, data, dst).map(|_| ())
 }
 
@@ -636,6 +667,14 @@ fn udp_out(s: &mut Sock, inet: &mut Inet, data: &[u8], dst: SocketAddr) -> Resul
 pub(crate) fn udp_bound(s: &mut Sock, inet: &mut Inet) -> Result<SocketId, SockError> {
     match s.st {
         St::Udp(Some(id)) => Ok(id),
+        _ if s.kind == Kind::Icmp => {
+            if let Some(p) = s.bound.map(|b| b.port()).filter(|p| *p != 0) {
+                s.ident = p;
+            }
+            let id = inet.icmp_open(s.ident)?;
+            s.st = St::Udp(Some(id));
+            Ok(id)
+        }
         _ => {
             let local = s.bound.unwrap_or_else(|| s.any());
             let id = inet.udp_bind(local, s.opts.reuse_addr || s.opts.reuse_port)?;

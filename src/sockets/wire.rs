@@ -14,9 +14,9 @@
 //! - A listening TCP socket: the same stream, over which the server sends one
 //!   [`ADDR_LEN`]-byte record (the peer's address) per accepted connection,
 //!   with the new connection's descriptor attached.
-//! - UDP: a datagram pair; every datagram starts with an [`ADDR_LEN`]-byte
-//!   address (the source on the way in, the destination or none on the way
-//!   out).
+//! - UDP and ICMP echo: a `SOCK_SEQPACKET` pair; every datagram starts with
+//!   an [`ADDR_LEN`]-byte address (the source on the way in, the
+//!   destination or none on the way out).
 //!
 //! The client's end is bound to an abstract name ([`SockName`]) that tells
 //! any process holding it that it is a vnet socket, of which vnet, kind and
@@ -52,6 +52,9 @@ pub enum Kind {
     Tcp,
     /// `SOCK_DGRAM`.
     Udp,
+    /// `SOCK_DGRAM` with `IPPROTO_ICMP`/`IPPROTO_ICMPV6`: a "ping socket"
+    /// that sends echo requests and receives the replies to them.
+    Icmp,
 }
 
 /// A socket option the server keeps.
@@ -185,7 +188,8 @@ impl Reply {
     }
 }
 
-/// The abstract name of a client's end: `vnet.<server pid>.<vnet id>.<cookie>.<kind><family>`.
+/// The abstract name of a client's end:
+/// `vnet.<server pid>.<vnet id>.<cookie>.<t|u|i><4|6>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SockName {
     /// vnetd's pid.
@@ -206,6 +210,7 @@ impl SockName {
         let k = match self.kind {
             Kind::Tcp => 't',
             Kind::Udp => 'u',
+            Kind::Icmp => 'i',
         };
         let f = if self.v6 { '6' } else { '4' };
         format!(
@@ -228,6 +233,7 @@ impl SockName {
         let kind = match kf[0] {
             b't' => Kind::Tcp,
             b'u' => Kind::Udp,
+            b'i' => Kind::Icmp,
             _ => return None,
         };
         let v6 = match kf[1] {
