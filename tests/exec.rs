@@ -579,3 +579,85 @@ fn ping_uses_ping_sockets_in_the_vnet() {
         .unwrap();
     assert_eq!(st.code(), Some(1));
 }
+
+/// A name server for one zone (`db.lab`), answering A and AAAA, NXDOMAIN
+/// for the rest; logs each question and who asked.
+const DNS_SERVER: &str = r#"
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('0.0.0.0', 53))
+zone = {'db.lab.': ('10.0.0.2', 'fd00::2')}
+while True:
+    q, peer = s.recvfrom(512)
+    qid = struct.unpack('>H', q[:2])[0]
+    i, labels = 12, []
+    while q[i]:
+        labels.append(q[i + 1:i + 1 + q[i]].decode()); i += 1 + q[i]
+    qtype = struct.unpack('>H', q[i + 1:i + 3])[0]
+    name = '.'.join(labels).lower() + '.'
+    print(name, qtype, peer[0], flush=True)
+    rec, ans = zone.get(name), b''
+    if rec and qtype == 1:
+        ans = b'\xc0\x0c' + struct.pack('>HHIH', 1, 1, 60, 4) + socket.inet_aton(rec[0])
+    if rec and qtype == 28:
+        ans = b'\xc0\x0c' + struct.pack('>HHIH', 28, 1, 60, 16) + socket.inet_pton(socket.AF_INET6, rec[1])
+    hdr = struct.pack('>HHHHHH', qid, 0x8180 | (0 if rec else 3), 1, 1 if ans else 0, 0, 0)
+    s.sendto(hdr + q[12:i + 5] + ans, peer)
+"#;
+
+const LOOKUPS: &str = r#"
+import socket
+a = socket.getaddrinfo('db', 80, socket.AF_INET, socket.SOCK_STREAM)
+assert [x[4][0] for x in a] == ['10.0.0.2'], a
+a = socket.getaddrinfo('db.lab.', 80, socket.AF_INET6, socket.SOCK_STREAM)
+assert [x[4][0] for x in a] == ['fd00::2'], a
+try:
+    socket.getaddrinfo('nowhere', 80)
+    raise SystemExit('resolved an unknown name')
+except socket.gaierror as e:
+    assert e.errno == socket.EAI_NONAME, e
+print('ok')
+"#;
+
+#[test]
+fn names_are_asked_of_the_vnets_name_server_through_the_vnet() {
+    let topo =
+        format!("{TWO_HOSTS}\n[vnet.red.dns]\nnameserver = [\"10.0.0.2\"]\nsearch = [\"lab\"]\n");
+    let d = Vnetd::start("exec-dns", &topo);
+    let dir = scratch("dns");
+    let log = dir.join("queries.log");
+    let _server = Bg::spawn({
+        let mut c = d.exec("blue", &["python3", "-c", DNS_SERVER]);
+        c.stdout(std::fs::File::create(&log).unwrap());
+        c
+    });
+    wait_served(&d, "blue", 1);
+    let out = run_ok(d.exec("red", &["python3", "-c", LOOKUPS]));
+    assert_eq!(out.trim(), "ok");
+    // The questions came from red's address: through the vnet, not the host.
+    let asked = std::fs::read_to_string(&log).unwrap();
+    assert!(asked.contains("db.lab. 1 10.0.0.1"), "{asked}");
+    assert!(asked.contains("db.lab. 28 10.0.0.1"), "{asked}");
+    assert!(asked.contains("nowhere.lab. 1 10.0.0.1"), "{asked}");
+    // curl by name, end to end.
+    let _web = Bg::spawn({
+        let mut c = d.exec("blue", &["python3", "-m", "http.server", "8000"]);
+        c.current_dir(&dir)
+            .stderr(Stdio::null())
+            .stdout(Stdio::null());
+        c
+    });
+    wait_listening(&d, "blue", "10.0.0.2:8000");
+    run_ok(d.exec(
+        "red",
+        &[
+            "curl",
+            "-sS",
+            "--fail",
+            "-o",
+            "/dev/null",
+            "http://db:8000/queries.log",
+        ],
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1359,22 +1359,24 @@ pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
 // ---------------------------------------------------------------------------
 // Names: resolved in the vnet, never by the host.
 
-/// The addresses of `node` in the default vnet: `None` when the process
-/// has no vnet or `node` is numeric (libc answers those itself).
-fn vnet_lookup(node: &str) -> Option<Result<Vec<IpAddr>, i32>> {
+/// The addresses of `node` in the default vnet (IPv4 and/or IPv6 as
+/// asked): `None` when the process has no vnet or `node` is numeric (libc
+/// answers those itself).
+fn vnet_lookup(node: &str, v4: bool, v6: bool) -> Option<Result<Vec<IpAddr>, i32>> {
     let vnet = default_vnet()?;
     if node.parse::<IpAddr>().is_ok() {
         return None;
     }
+    let errno = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::NotFound => libc::ENOENT,
+        std::io::ErrorKind::TimedOut => libc::ETIMEDOUT,
+        _ => e.raw_os_error().unwrap_or(libc::EIO),
+    };
+    let path = vnet::sockets::client::default_path();
     Some(
-        call(
-            &Req::Resolve {
-                vnet,
-                name: node.to_string(),
-            },
-            None,
-        )
-        .map(|(r, _)| r.addrs),
+        vnet::sockets::client::Net::open_at(&path, &vnet)
+            .and_then(|net| vnet::sockets::resolve::lookup(&net, node, v4, v6))
+            .map_err(errno),
     )
 }
 
@@ -1409,7 +1411,12 @@ pub unsafe extern "C" fn getaddrinfo(
         // SAFETY: the caller passes a NUL-terminated string.
         unsafe { CStr::from_ptr(node) }.to_str().ok()
     };
-    let Some(Some(found)) = name.map(vnet_lookup) else {
+    let (v4, v6) = match h.ai_family {
+        libc::AF_INET => (true, false),
+        libc::AF_INET6 => (false, true),
+        _ => (true, true),
+    };
+    let Some(Some(found)) = name.map(|n| vnet_lookup(n, v4, v6)) else {
         // No name, or a numeric one: libc resolves without asking anyone.
         // SAFETY: libc's own getaddrinfo with our copy of the hints.
         return unsafe { real(node, service, &h, res) };
@@ -1420,6 +1427,7 @@ pub unsafe extern "C" fn getaddrinfo(
     let addrs = match found {
         Ok(a) => a,
         Err(libc::ENOENT) => return libc::EAI_NONAME,
+        Err(libc::ETIMEDOUT) => return libc::EAI_AGAIN,
         Err(e) => {
             set_errno(e);
             return libc::EAI_SYSTEM;
@@ -1488,7 +1496,7 @@ fn set_h_errno(e: c_int) {
 }
 
 fn hostent_for(name: &str, family: c_int) -> *mut libc::hostent {
-    let found = match vnet_lookup(name) {
+    let found = match vnet_lookup(name, family != libc::AF_INET6, family == libc::AF_INET6) {
         Some(Ok(a)) => a,
         Some(Err(_)) => {
             set_h_errno(1); // HOST_NOT_FOUND

@@ -99,16 +99,23 @@ impl Net {
             .ok_or_else(|| io::Error::other("socket server sent no descriptor"))
     }
 
-    /// Resolves `name` in the vnet (its hosts entries).
+    /// Resolves `name` in the vnet: its hosts entries, else its name
+    /// servers, asked through the vnet (see [`super::resolve`]).
     ///
     /// # Errors
-    /// `NotFound` for an unknown name.
+    /// `NotFound` for an unknown name, `TimedOut` when no name server
+    /// answered.
     pub fn resolve(&self, name: &str) -> io::Result<Vec<std::net::IpAddr>> {
+        super::resolve::lookup(self, name, true, true)
+    }
+
+    /// The vnet's hosts entry for `name`, or its resolver configuration.
+    pub(crate) fn resolve_entry(&self, name: &str) -> io::Result<Reply> {
         let req = Req::Resolve {
             vnet: self.inner.vnet.clone(),
             name: name.to_string(),
         };
-        Ok(self.call(&req, None)?.0.addrs)
+        Ok(self.call(&req, None)?.0)
     }
 }
 

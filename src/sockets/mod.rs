@@ -14,11 +14,14 @@
 //! - [`client`]: the Rust client (`TcpStream`, `TcpListener`, `UdpSocket`
 //!   in any vnet, as real descriptors).
 //! - [`dns`]: per-vnet hosts entries and resolver configuration.
+//! - [`resolve`]: name lookups through a vnet (hosts entries, then the
+//!   vnet's name servers over the vnet's own UDP).
 //!
 //! Unmodified programs reach it through the preload library (`preload/`).
 
 pub mod client;
 pub mod dns;
+pub mod resolve;
 pub mod server;
 pub mod table;
 pub mod wire;

@@ -109,16 +109,18 @@ impl SocketServer {
         uid == 0 || uid == self.admin || v.owner() == uid
     }
 
-    fn vnet_for(&self, uid: u32, name: &str) -> Result<Arc<Vnet>, Reply> {
-        let v = self
-            .reg
-            .by_name(name)
-            .ok_or_else(|| Reply::err_msg(libc::ENXIO, format!("vnet {name:?}: no such vnet")))?;
+    fn vnet_for(&self, uid: u32, name: &str) -> Result<Arc<Vnet>, Box<Reply>> {
+        let v = self.reg.by_name(name).ok_or_else(|| {
+            Box::new(Reply::err_msg(
+                libc::ENXIO,
+                format!("vnet {name:?}: no such vnet"),
+            ))
+        })?;
         if !self.may_use(uid, &v) {
-            return Err(Reply::err_msg(
+            return Err(Box::new(Reply::err_msg(
                 libc::EACCES,
                 format!("vnet {name:?} is not uid {uid}'s to use"),
-            ));
+            )));
         }
         Ok(v)
     }
@@ -153,25 +155,32 @@ impl SocketServer {
             Req::Socket { vnet, v6, kind } => match self.vnet_for(uid, &vnet) {
                 Ok(v) => match self.socket(&v, kind, v6, |_| {}) {
                     Ok(cli) => Outcome::Done(Reply::default(), Some(cli)),
-                    Err(r) => done(r),
+                    Err(r) => done(*r),
                 },
-                Err(r) => done(r),
+                Err(r) => done(*r),
             },
             Req::Resolve { vnet, name } => match self.vnet_for(uid, &vnet) {
                 Ok(v) => {
-                    let addrs = v
-                        .enter(|| crate::vnet::with::<Resolv, _>(|r| r.lookup(&name)))
-                        .unwrap_or_default();
-                    if addrs.is_empty() {
-                        done(Reply::err(libc::ENOENT))
-                    } else {
-                        done(Reply {
+                    let r = v.enter(|| {
+                        crate::vnet::with::<Resolv, _>(|r| {
+                            (r.lookup(&name), r.nameservers.clone(), r.search.clone())
+                        })
+                    });
+                    match r {
+                        Ok((addrs, _, _)) if !addrs.is_empty() => done(Reply {
                             addrs,
                             ..Reply::default()
-                        })
+                        }),
+                        Ok((_, ns, _)) if ns.is_empty() => done(Reply::err(libc::ENOENT)),
+                        Ok((_, nameservers, search)) => done(Reply {
+                            nameservers,
+                            search,
+                            ..Reply::default()
+                        }),
+                        Err(_) => done(Reply::err(libc::ENXIO)),
                     }
                 }
-                Err(r) => done(r),
+                Err(r) => done(*r),
             },
             Req::Move { vnet } => {
                 let Some(fd) = fd else {
@@ -179,7 +188,7 @@ impl SocketServer {
                 };
                 let to = match self.vnet_for(uid, &vnet) {
                     Ok(v) => v,
-                    Err(r) => return done(r),
+                    Err(r) => return done(*r),
                 };
                 // Take the record out of its vnet if nothing is bound yet.
                 let taken = self.on_socket(fd, |t, _inet, ino| {
@@ -193,7 +202,7 @@ impl SocketServer {
                 match taken {
                     Ok((kind, v6, opts)) => match self.socket(&to, kind, v6, |s| s.opts = opts) {
                         Ok(cli) => Outcome::Done(Reply::default(), Some(cli)),
-                        Err(r) => done(r),
+                        Err(r) => done(*r),
                     },
                     Err(e) => done(Reply::err(e)),
                 }
@@ -221,20 +230,20 @@ impl SocketServer {
         kind: Kind,
         v6: bool,
         setup: impl FnOnce(&mut Sock),
-    ) -> Result<OwnedFd, Reply> {
+    ) -> Result<OwnedFd, Box<Reply>> {
         let ty = match kind {
             Kind::Tcp => libc::SOCK_STREAM,
             Kind::Udp | Kind::Icmp => libc::SOCK_SEQPACKET,
         };
-        let io = |e: std::io::Error| Reply::err(e.raw_os_error().unwrap_or(libc::EIO));
+        let io = |e: std::io::Error| Box::new(Reply::err(e.raw_os_error().unwrap_or(libc::EIO)));
         let (srv, cli) = wire::pair(ty).map_err(io)?;
         let name = self.namer.name(&cli, v.id().0, kind, v6).map_err(io)?;
-        let ino = wire::inode(cli.as_raw_fd()).ok_or_else(|| Reply::err(libc::EIO))?;
+        let ino = wire::inode(cli.as_raw_fd()).ok_or_else(|| Box::new(Reply::err(libc::EIO)))?;
         let mut s = Sock::new(srv, &name, 0);
         setup(&mut s);
         let rt = &self.rt;
         v.enter(|| crate::vnet::with::<Sockets, _>(|t| t.insert(rt, ino, s)))
-            .map_err(|_| Reply::err(libc::ENXIO))?
+            .map_err(|_| Box::new(Reply::err(libc::ENXIO)))?
             .map_err(io)?;
         self.rt.kick(v.id());
         Ok(cli)

@@ -136,7 +136,9 @@ pub enum Req {
         /// The vnet's name.
         vnet: String,
     },
-    /// Resolves a host name inside a vnet (its hosts entries).
+    /// Looks a host name up in a vnet's hosts entries; when they do not
+    /// have it, the reply has no addresses but the vnet's name servers and
+    /// search domains, for the client to ask through the vnet.
     Resolve {
         /// The vnet's name.
         vnet: String,
@@ -162,6 +164,13 @@ pub struct Reply {
     /// The vnet (`Info`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vnet: Option<String>,
+    /// The vnet's name servers (`Resolve`, when its hosts entries do not
+    /// have the name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nameservers: Vec<IpAddr>,
+    /// The vnet's search domains (`Resolve`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub search: Vec<String>,
     /// Whether the socket listens (`Info`).
     #[serde(default)]
     pub listening: bool,
