@@ -616,6 +616,13 @@ try:
     raise SystemExit('resolved an unknown name')
 except socket.gaierror as e:
     assert e.errno == socket.EAI_NONAME, e
+# Reverse lookups stay in the vnet: numbers, never the host's resolver.
+assert socket.getnameinfo(('10.0.0.2', 80), 0) == ('10.0.0.2', 'http')
+try:
+    socket.getnameinfo(('10.0.0.2', 80), socket.NI_NAMEREQD)
+    raise SystemExit('a name for an address')
+except socket.gaierror:
+    pass
 print('ok')
 "#;
 

@@ -1593,3 +1593,56 @@ pub unsafe extern "C" fn gethostbyname2(name: *const c_char, family: c_int) -> *
     };
     std::panic::catch_unwind(|| hostent_for(n, family)).unwrap_or(std::ptr::null_mut())
 }
+
+/// Reverse lookups in a vnet never go to the host's resolver: the host part
+/// is given as a number (`NI_NAMEREQD` fails, as for an address without a
+/// name). Service names come from the local services file, as usual.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getnameinfo(
+    sa: *const sockaddr,
+    salen: socklen_t,
+    host: *mut c_char,
+    hostlen: socklen_t,
+    serv: *mut c_char,
+    servlen: socklen_t,
+    flags: c_int,
+) -> c_int {
+    let real = real!(getnameinfo: fn(*const sockaddr, socklen_t, *mut c_char, socklen_t, *mut c_char, socklen_t, c_int) -> c_int);
+    let in_vnet = Inside::enter().is_some_and(|_in| default_vnet().is_some());
+    if !in_vnet || host.is_null() || hostlen == 0 {
+        // SAFETY: libc's own getnameinfo with the caller's arguments.
+        return unsafe { real(sa, salen, host, hostlen, serv, servlen, flags) };
+    }
+    if flags & libc::NI_NAMEREQD != 0 {
+        return libc::EAI_NONAME;
+    }
+    // SAFETY: libc's own getnameinfo, numeric host only.
+    unsafe {
+        real(
+            sa,
+            salen,
+            host,
+            hostlen,
+            serv,
+            servlen,
+            flags | libc::NI_NUMERICHOST,
+        )
+    }
+}
+
+/// `gethostbyaddr` in a vnet: no name (the host's resolver is not asked).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gethostbyaddr(
+    addr: *const c_void,
+    len: socklen_t,
+    ty: c_int,
+) -> *mut libc::hostent {
+    let real = real!(gethostbyaddr: fn(*const c_void, socklen_t, c_int) -> *mut libc::hostent);
+    let in_vnet = Inside::enter().is_some_and(|_in| default_vnet().is_some());
+    if !in_vnet {
+        // SAFETY: libc's own gethostbyaddr with the caller's arguments.
+        return unsafe { real(addr, len, ty) };
+    }
+    set_h_errno(1); // HOST_NOT_FOUND
+    std::ptr::null_mut()
+}
