@@ -668,3 +668,73 @@ fn names_are_asked_of_the_vnets_name_server_through_the_vnet() {
     ));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+const ECHO_SERVERS: &str = r#"
+import socket, socketserver, threading
+class T(socketserver.StreamRequestHandler):
+    def handle(self):
+        while True:
+            d = self.request.recv(65536)
+            if not d: break
+            self.request.sendall(d)
+class U(socketserver.BaseRequestHandler):
+    def handle(self):
+        data, sock = self.request
+        sock.sendto(data, self.client_address)
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+t = socketserver.ThreadingTCPServer(('0.0.0.0', 8080), T)
+u = socketserver.UDPServer(('0.0.0.0', 8081), U)
+threading.Thread(target=u.serve_forever, daemon=True).start()
+print('ready', flush=True)
+t.serve_forever()
+"#;
+
+const HARDY_CLIENT: &str = r#"
+import os, socket, subprocess, sys, threading
+# Threads: each its own connection at once.
+out = {}
+def worker(i):
+    s = socket.create_connection(('10.0.0.2', 8080), timeout=10)
+    s.sendall(b'thread %d' % i)
+    out[i] = s.recv(100)
+    s.close()
+ts = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+[t.start() for t in ts]; [t.join() for t in ts]
+assert all(out[i] == b'thread %d' % i for i in range(8)), out
+# exec: a new program inherits a TCP and a UDP socket and uses them.
+t = socket.create_connection(('10.0.0.2', 8080), timeout=10)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.connect(('10.0.0.2', 8081))
+child = '''
+import socket, sys
+t = socket.socket(fileno=int(sys.argv[1]))
+u = socket.socket(fileno=int(sys.argv[2]))
+t.settimeout(10); u.settimeout(10)
+assert t.getpeername() == ('10.0.0.2', 8080), t.getpeername()
+t.sendall(b'from the exec'); assert t.recv(100) == b'from the exec'
+u.send(b'udp after exec'); assert u.recv(100) == b'udp after exec'
+print('child ok')
+'''
+r = subprocess.run([sys.executable, '-c', child, str(t.fileno()), str(u.fileno())],
+                   pass_fds=(t.fileno(), u.fileno()), capture_output=True, text=True)
+assert r.returncode == 0 and r.stdout.strip() == 'child ok', (r.stdout, r.stderr)
+# Close every descriptor but stdio, as some daemons do at start-up (the
+# preload library's session goes too), then carry on.
+os.closerange(3, 4096)
+s = socket.create_connection(('10.0.0.2', 8080), timeout=10)
+s.sendall(b'after closerange'); assert s.recv(100) == b'after closerange'
+print('ok')
+"#;
+
+#[test]
+fn threads_exec_and_closing_every_descriptor() {
+    let d = Vnetd::start("exec-hardy", TWO_HOSTS);
+    let _servers = Bg::spawn({
+        let mut c = d.exec("blue", &["python3", "-c", ECHO_SERVERS]);
+        c.stdout(Stdio::null());
+        c
+    });
+    wait_served(&d, "blue", 2);
+    let out = run_ok(d.exec("red", &["python3", "-c", HARDY_CLIENT]));
+    assert_eq!(out.trim(), "ok");
+}
