@@ -738,3 +738,76 @@ fn threads_exec_and_closing_every_descriptor() {
     let out = run_ok(d.exec("red", &["python3", "-c", HARDY_CLIENT]));
     assert_eq!(out.trim(), "ok");
 }
+
+/// Whether this test may act as another user (root, with setpriv).
+fn can_switch_users() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if root
+        && Path::new("/usr/bin/python3").exists()
+        && Command::new("setpriv").arg("--version").output().is_ok()
+    {
+        return true;
+    }
+    assert!(
+        std::env::var_os("VNET_REQUIRE_PRIV").is_none(),
+        "VNET_REQUIRE_PRIV is set but this test cannot act as another user (needs root, setpriv, /usr/bin/python3)"
+    );
+    eprintln!("skipped: needs root, setpriv and /usr/bin/python3");
+    false
+}
+
+/// `vnetctl ARGS` as uid 65534.
+fn as_nobody(d: &Vnetd, args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_vnetctl"))
+        .arg("--socket")
+        .arg(&d.sock)
+        .args(args)
+        .env("VNET_PRELOAD", daemon::preload())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn another_user_may_use_only_their_own_vnets() {
+    if !can_switch_users() {
+        return;
+    }
+    let d = Vnetd::start("exec-users", TWO_HOSTS);
+    // root's vnet: the socket is refused, not handed out on the host.
+    let o = as_nobody(
+        &d,
+        &[
+            "exec",
+            "red",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            "import socket; socket.socket()",
+        ],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("Permission denied"), "{err}");
+    // Their own vnet: sockets work (over its loopback).
+    let o = as_nobody(&d, &["vnet", "add", "mine"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = as_nobody(
+        &d,
+        &[
+            "exec",
+            "mine",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', 5000)); s.sendto(b'mine', ('127.0.0.1', 5000)); print(s.recvfrom(10)[0].decode())",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "mine");
+}

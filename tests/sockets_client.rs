@@ -142,3 +142,62 @@ fn a_vanished_client_leaves_nothing_behind() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn bad_requests_get_errors_and_change_nothing() {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    use vnet::sockets::wire::{self, Kind, Req};
+    let d = Vnetd::start("client-bad", TWO_HOSTS);
+    let path = d.sockets();
+    let s = wire::connect_session(path.as_os_str().as_bytes()).unwrap();
+    let raw = |bytes: &[u8]| {
+        wire::send_with_fds(s.as_raw_fd(), bytes, &[], 0).unwrap();
+        let mut buf = vec![0u8; wire::MAX_MSG];
+        let (n, _) = wire::recv_with_fd(s.as_raw_fd(), &mut buf, 0).unwrap();
+        serde_json::from_slice::<wire::Reply>(&buf[..n]).unwrap()
+    };
+    // Not JSON, not a request, too big.
+    let r = raw(b"\x00\xffgarbage");
+    assert_eq!(r.errno, libc::EINVAL);
+    assert!(r.message.unwrap().contains("bad request"));
+    assert_eq!(raw(br#"{"op":"teleport"}"#).errno, libc::EINVAL);
+    assert_eq!(raw(&vec![b'{'; wire::MAX_MSG + 100]).errno, libc::EINVAL);
+    // A request about a socket without one, or with a descriptor that is
+    // not one of vnetd's sockets.
+    let bind = Req::Bind {
+        addr: "0.0.0.0:80".parse().unwrap(),
+    };
+    assert_eq!(
+        wire::call(s.as_raw_fd(), &bind, None).unwrap().0.errno,
+        libc::EBADF
+    );
+    let (pr, _pw) = std::io::pipe().unwrap();
+    let pr = OwnedFd::from(pr);
+    let r = wire::call(s.as_raw_fd(), &bind, Some(pr.as_raw_fd()))
+        .unwrap()
+        .0;
+    assert_eq!(r.errno, libc::ENOTSOCK);
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let r = wire::call(s.as_raw_fd(), &bind, Some(a.as_raw_fd()))
+        .unwrap()
+        .0;
+    assert_eq!(r.errno, libc::ENOTSOCK);
+    // No such vnet.
+    let sock = Req::Socket {
+        vnet: "ghost".into(),
+        v6: false,
+        kind: Kind::Tcp,
+    };
+    let r = wire::call(s.as_raw_fd(), &sock, None).unwrap().0;
+    assert_eq!(r.errno, libc::ENXIO);
+    // The session still works, and nothing was left behind.
+    let red = Net::open_at(&d.sockets(), "red").unwrap();
+    let blue = Net::open_at(&d.sockets(), "blue").unwrap();
+    let l = TcpListener::bind(&blue, sa("0.0.0.0:7200")).unwrap();
+    let _c = TcpStream::connect(&red, sa("10.0.0.2:7200")).unwrap();
+    drop(l);
+    let out = d.ctl_ok(&["-j", "-n", "red", "stats"]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["sockets_served"], 1, "only the connection made above");
+}

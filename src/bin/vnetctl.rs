@@ -907,6 +907,16 @@ fn exec(socket: &Option<PathBuf>, vnet: &str, argv: &[String]) -> u8 {
         return 2;
     };
     let lib = std::fs::canonicalize(&lib).unwrap_or(lib);
+    // The dynamic loader only warns about a library it cannot load, and the
+    // program would then run on the host's network: refuse instead.
+    if std::fs::File::open(&lib).is_err() {
+        eprintln!(
+            "vnetctl: {} cannot be read by this user: refusing to run {} outside the vnet",
+            lib.display(),
+            argv[0]
+        );
+        return 2;
+    }
     let ctl_path = socket.clone().unwrap_or_else(ctl::default_socket_path);
     let preload = match std::env::var_os("LD_PRELOAD") {
         Some(old) if !old.is_empty() => {

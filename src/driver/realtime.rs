@@ -465,6 +465,7 @@ fn run(s: &Shared, me: usize) {
                 continue;
             };
             let has_app = apps.iter().any(|(o, _)| *o == id);
+            let delivered_late = b.delivered;
             for o in [a, b] {
                 for (peer, at) in o.wake {
                     if let Some(w) = s.worker_of(peer) {
@@ -477,6 +478,11 @@ fn run(s: &Shared, me: usize) {
             }
             if let Some(at) = io_again {
                 worker.wake(id, at);
+            }
+            if delivered_late && io.is_some() {
+                // The second poll delivered packets (sent by the hook to
+                // this same vnet): the hook must see them.
+                worker.wake(id, now);
             }
             if has_app {
                 // Apps are polled at least every millisecond.

@@ -186,6 +186,9 @@ pub struct PollOutcome {
     pub deadline: Option<Instant>,
     /// Vnets that were sent frames, and when the first becomes deliverable.
     pub wake: Vec<(VnetId, Instant)>,
+    /// Packets were handed to this vnet's sockets: whoever reads them (the
+    /// socket server's pump) has something to do.
+    pub delivered: bool,
 }
 
 /// Why an address or route change was refused. Nothing changed when one is
@@ -396,7 +399,9 @@ impl Inet {
         self.input_all(ifs);
         self.iface.poll_maintenance(now);
         let mut rounds = 0;
+        let mut delivered = false;
         loop {
+            delivered |= !self.dev.rx.is_empty();
             self.ingress();
             while self
                 .iface
@@ -429,6 +434,7 @@ impl Inet {
         PollOutcome {
             deadline,
             wake: std::mem::take(&mut self.wake),
+            delivered,
         }
     }
 
