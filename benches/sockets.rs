@@ -18,6 +18,8 @@
 //! plain `std::net` code, so under `vnetctl exec` it goes through the
 //! preload library exactly as any other program does.
 
+#[path = "../tests/daemon/mod.rs"]
+mod daemon;
 #[path = "support/os.rs"]
 mod os;
 #[path = "support/report.rs"]
@@ -25,10 +27,11 @@ mod report;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use daemon::Vnetd;
 use os::{Netns, Proc, sh};
 use report::row;
 
@@ -101,88 +104,29 @@ fn me() -> String {
     std::env::current_exe().unwrap().display().to_string()
 }
 
-/// The preload library, built in release beside the benchmark's binaries.
-fn preload() -> PathBuf {
-    let vnetctl = Path::new(env!("CARGO_BIN_EXE_vnetctl"));
-    let dir = vnetctl.parent().unwrap();
-    let st = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "vnet-preload",
-            "--target-dir",
-        ])
-        .arg(dir.parent().unwrap())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    dir.join("libvnet_preload.so")
+/// vnetd (the test suite's helper) with two vnets on an epair of `mtu`:
+/// red 10.0.0.1, blue 10.0.0.2.
+fn vnetd(mtu: usize) -> Vnetd {
+    Vnetd::start(
+        &format!("bench-{mtu}"),
+        &format!(
+            "[vnet.red.link.eth0]\ntype = \"epair\"\npeer = {{ vnet = \"blue\", name = \"eth0\" }}\nup = true\nmtu = {mtu}\naddr = [\"10.0.0.1/24\"]\n\n[vnet.blue.link.eth0]\nup = true\nmtu = {mtu}\naddr = [\"10.0.0.2/24\"]\n"
+        ),
+    )
 }
 
-/// vnetd with two vnets on an epair of `mtu`: red 10.0.0.1, blue 10.0.0.2.
-struct Vnetd {
-    _proc: Proc,
-    sock: PathBuf,
-    lib: PathBuf,
-    dir: PathBuf,
-}
-
-impl Vnetd {
-    fn start(mtu: usize) -> Vnetd {
-        let dir = std::env::temp_dir().join(format!("vnetbench-sk-{}-{mtu}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let cfg = dir.join("t.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "[vnet.red.link.eth0]\ntype = \"epair\"\npeer = {{ vnet = \"blue\", name = \"eth0\" }}\nup = true\nmtu = {mtu}\naddr = [\"10.0.0.1/24\"]\n\n[vnet.blue.link.eth0]\nup = true\nmtu = {mtu}\naddr = [\"10.0.0.2/24\"]\n"
-            ),
-        )
-        .unwrap();
-        let sock = dir.join("vnetd.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_vnetd"))
-            .arg("--socket")
-            .arg(&sock)
-            .arg("--config")
-            .arg(&cfg)
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .unwrap();
-        let mut sk = sock.as_os_str().to_owned();
-        sk.push(".sockets");
-        while !Path::new(&sk).exists() {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Vnetd {
-            _proc: Proc(child),
-            sock,
-            lib: preload(),
-            dir,
-        }
-    }
-
-    /// A shell command line running `cmd` in `vnet`, pinned to `cpu`.
-    fn exec(&self, vnet: &str, cpu: Option<usize>, cmd: &str) -> Command {
-        let mut c = Command::new("sh");
-        let pin = cpu.map_or(String::new(), |n| format!("taskset -c {n} "));
-        // `exec` all the way down: the program is the process killed.
-        c.arg("-c").arg(format!(
-            "exec {pin}{} --socket {} exec {vnet} -- {cmd}",
-            env!("CARGO_BIN_EXE_vnetctl"),
-            self.sock.display()
-        ));
-        c.env("VNET_PRELOAD", &self.lib);
-        c
-    }
-}
-
-impl Drop for Vnetd {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// A shell line running `cmd` in `vnet` of `d`, pinned to `cpu`.
+fn exec(d: &Vnetd, vnet: &str, cpu: Option<usize>, cmd: &str) -> Command {
+    let mut c = Command::new("sh");
+    let pin = cpu.map_or(String::new(), |n| format!("taskset -c {n} "));
+    // `exec` all the way down: the program is the process killed.
+    c.arg("-c").arg(format!(
+        "exec {pin}{} --socket {} exec {vnet} -- {cmd}",
+        env!("CARGO_BIN_EXE_vnetctl"),
+        d.sock.display()
+    ));
+    c.env("VNET_PRELOAD", daemon::preload());
+    c
 }
 
 /// Two namespaces over a veth pair: a 10.60.0.1, b 10.60.0.2.
@@ -257,13 +201,13 @@ fn bench_iperf(rounds: usize, secs: u32) {
     println!("\n### iperf3, one TCP stream, {secs} s per round\n");
     println!("| path | median | range | rounds |\n|---|---|---|---|");
     for mtu in [1500, 65520] {
-        let d = Vnetd::start(mtu);
+        let d = vnetd(mtu);
         let v: Vec<f64> = (0..rounds)
             .map(|r| {
                 let port = 5400 + r as u16;
                 iperf_gbps(&pair(
-                    d.exec("blue", None, &iperf_server(port)),
-                    d.exec("red", None, &iperf_client("10.0.0.2", port, secs)),
+                    exec(&d, "blue", None, &iperf_server(port)),
+                    exec(&d, "red", None, &iperf_client("10.0.0.2", port, secs)),
                 ))
             })
             .collect();
@@ -366,7 +310,7 @@ fn bench_iperf(rounds: usize, secs: u32) {
 fn bench_latency(rounds: usize, n: usize) {
     println!("\n### 1-byte TCP ping-pong, {n} round trips per round (µs)\n");
     println!("| path | p50 median | p50 range | p99 median | rounds |\n|---|---|---|---|---|");
-    let d = Vnetd::start(1500);
+    let d = vnetd(1500);
     let veth = Veth::new();
     for (label, pins) in [
         ("unpinned", (None, None)),
@@ -376,8 +320,9 @@ fn bench_latency(rounds: usize, n: usize) {
         for r in 0..rounds {
             let port = 6000 + r;
             let out = pair(
-                d.exec("blue", pins.1, &format!("{} pp-server {port}", me())),
-                d.exec(
+                exec(&d, "blue", pins.1, &format!("{} pp-server {port}", me())),
+                exec(
+                    &d,
                     "red",
                     pins.0,
                     &format!("{} pp-client 10.0.0.2:{port} {n}", me()),
@@ -418,13 +363,14 @@ fn latency_row(what: &str, runs: Vec<(f64, f64)>) {
 fn bench_cps(rounds: usize, n: usize) {
     println!("\n### TCP connections per second (connect, accept, close), {n} per round\n");
     println!("| path | median | range | rounds |\n|---|---|---|---|");
-    let d = Vnetd::start(1500);
+    let d = vnetd(1500);
     let v: Vec<f64> = (0..rounds)
         .map(|r| {
             let port = 6200 + r;
             let out = pair(
-                d.exec("blue", None, &format!("{} cps-server {port}", me())),
-                d.exec(
+                exec(&d, "blue", None, &format!("{} cps-server {port}", me())),
+                exec(
+                    &d,
                     "red",
                     None,
                     &format!("{} cps-client 10.0.0.2:{port} {n}", me()),

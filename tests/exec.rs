@@ -3,6 +3,7 @@
 //! iperf3, the errors a C program sees, fork, a client killed mid-transfer,
 //! and a C daemon with sockets in three vnets.
 
+mod common;
 mod daemon;
 
 use std::io::{Read, Write};
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::pattern;
 use daemon::{TWO_HOSTS, Vnetd};
 use sha2::{Digest, Sha256};
 use vnet::sockets::client::{Net, TcpStream};
@@ -62,19 +64,6 @@ fn scratch(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// Deterministic pseudo-random bytes (xorshift).
-fn pattern(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn sha(p: &Path) -> Vec<u8> {

@@ -1006,6 +1006,17 @@ fn udp_recv(
     ))
 }
 
+/// For a datagram call on `fd`: this thread inside our code and the vnet
+/// datagram socket `fd` is, or `None` to hand the call to libc.
+fn dgram_call(fd: c_int) -> Option<(Inside, SockName)> {
+    if !maybe_udp(fd) {
+        return None;
+    }
+    let g = Inside::enter()?;
+    let n = udp_target(fd)?;
+    Some((g, n))
+}
+
 fn udp_target(fd: c_int) -> Option<SockName> {
     if !maybe_udp(fd) {
         return None;
@@ -1073,16 +1084,8 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: usize, flags: 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int) -> ssize_t {
     let real = real!(sendmsg: fn(c_int, *const libc::msghdr, c_int) -> ssize_t);
-    if msg.is_null() || !maybe_udp(fd) {
+    let Some((_in, n)) = dgram_call(fd).filter(|_| !msg.is_null()) else {
         // SAFETY: libc's own sendmsg(2) with the caller's arguments.
-        return unsafe { real(fd, msg, flags) };
-    }
-    let Some(_in) = Inside::enter() else {
-        // SAFETY: as above.
-        return unsafe { real(fd, msg, flags) };
-    };
-    let Some(n) = udp_target(fd) else {
-        // SAFETY: as above.
         return unsafe { real(fd, msg, flags) };
     };
     to_ssize(
@@ -1185,16 +1188,8 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: usize, flags: c_
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut libc::msghdr, flags: c_int) -> ssize_t {
     let real = real!(recvmsg: fn(c_int, *mut libc::msghdr, c_int) -> ssize_t);
-    if msg.is_null() || !maybe_udp(fd) {
+    let Some((_in, n)) = dgram_call(fd).filter(|_| !msg.is_null()) else {
         // SAFETY: libc's own recvmsg(2) with the caller's arguments.
-        return unsafe { real(fd, msg, flags) };
-    }
-    let Some(_in) = Inside::enter() else {
-        // SAFETY: as above.
-        return unsafe { real(fd, msg, flags) };
-    };
-    let Some(n) = udp_target(fd) else {
-        // SAFETY: as above.
         return unsafe { real(fd, msg, flags) };
     };
     to_ssize(

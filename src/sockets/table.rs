@@ -344,6 +344,14 @@ fn pump(s: &mut Sock, inet: &mut Inet, mk: &Maker<'_>, born: &mut Vec<(u64, Sock
     }
 }
 
+/// A connection that failed or was reset: closed in the stack, the pair
+/// shut with the error kept for `SO_ERROR`.
+fn reset(s: &mut Sock, id: SocketId, inet: &mut Inet, e: SockError) -> bool {
+    let _ = inet.close(id, true);
+    fail(s, e.errno());
+    false
+}
+
 /// Ends a TCP socket's data flow with `errno` (kept for `SO_ERROR`); the
 /// client sees end of stream.
 fn fail(s: &mut Sock, errno: i32) {
@@ -369,11 +377,7 @@ fn pump_tcp(s: &mut Sock, id: SocketId, inet: &mut Inet) -> bool {
             res.max(0) as usize
         });
         match r {
-            Err(e) => {
-                let _ = inet.close(id, true);
-                fail(s, e.errno());
-                return false;
-            }
+            Err(e) => return reset(s, id, inet, e),
             Ok(_) if full => break,
             Ok(_) if res > 0 => continue,
             Ok(_) if res == 0 => {
@@ -418,11 +422,7 @@ fn pump_tcp(s: &mut Sock, id: SocketId, inet: &mut Inet) -> bool {
             res.max(0) as usize
         });
         match r {
-            Err(e) => {
-                let _ = inet.close(id, true);
-                fail(s, e.errno());
-                return false;
-            }
+            Err(e) => return reset(s, id, inet, e),
             Ok(None) => {
                 if !s.fin_passed {
                     s.fin_passed = true;
