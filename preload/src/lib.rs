@@ -706,15 +706,24 @@ pub unsafe extern "C" fn accept4(
     )
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    let real = real!(getsockname: fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int);
-    // SAFETY: libc's own getsockname(2) with the caller's arguments.
+type NameFn = unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int;
+
+/// `getsockname` and `getpeername`: the address the server gives for
+/// `req`, written as the socket's family has it; libc's `real` for other
+/// descriptors.
+unsafe fn name_call(
+    fd: c_int,
+    req: Req,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    real: NameFn,
+) -> c_int {
+    // SAFETY: libc's own call with the caller's arguments.
     on_vnet(
         fd,
         || unsafe { real(fd, addr, len) },
         |n| {
-            let (r, _) = call(&Req::LocalAddr, Some(fd))?;
+            let (r, _) = call(&req, Some(fd))?;
             // SAFETY: the caller gives `*len` writable bytes at `addr`.
             unsafe { write_addr(r.addr.ok_or(libc::EIO)?, n.v6, addr, len) };
             Ok(0)
@@ -723,19 +732,17 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
 }
 
 #[unsafe(no_mangle)]
+pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    let real = real!(getsockname: fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int);
+    // SAFETY: the caller's arguments, to libc's own getsockname(2) or ours.
+    unsafe { name_call(fd, Req::LocalAddr, addr, len, real) }
+}
+
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     let real = real!(getpeername: fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int);
-    // SAFETY: libc's own getpeername(2) with the caller's arguments.
-    on_vnet(
-        fd,
-        || unsafe { real(fd, addr, len) },
-        |n| {
-            let (r, _) = call(&Req::PeerAddr, Some(fd))?;
-            // SAFETY: the caller gives `*len` writable bytes at `addr`.
-            unsafe { write_addr(r.addr.ok_or(libc::EIO)?, n.v6, addr, len) };
-            Ok(0)
-        },
-    )
+    // SAFETY: the caller's arguments, to libc's own getpeername(2) or ours.
+    unsafe { name_call(fd, Req::PeerAddr, addr, len, real) }
 }
 
 /// The option the server keeps for (`level`, `name`), if it keeps it.
