@@ -415,8 +415,17 @@ fn run(s: &Shared, me: usize) {
             for v in &ready {
                 g.due.remove(v);
             }
-            spin_until =
-                (SPIN > std::time::Duration::ZERO).then(|| std::time::Instant::now() + SPIN);
+            // Only work that came from a local program (a watched
+            // descriptor) earns the spin: its answer comes back the same
+            // way within microseconds. Frames from a TAP do not, and there
+            // the spin only takes the CPU from the TAP's pump and the
+            // programs behind it.
+            let local = ready
+                .iter()
+                .any(|v| g.ready.get(v).is_some_and(|t| !t.is_empty()));
+            if local && SPIN > std::time::Duration::ZERO {
+                spin_until = Some(std::time::Instant::now() + SPIN);
+            }
             let g = &mut *g;
             ready
                 .iter()
