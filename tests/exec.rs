@@ -800,3 +800,48 @@ fn another_user_may_use_only_their_own_vnets() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "mine");
 }
+
+const TIMEOUT_AND_EPIPE: &str = r#"
+import errno, socket, time
+# No one answers at 10.0.0.99 (not even ARP): the connect times out after
+# net.inet.tcp.keepinit (set to 1 s for this vnet).
+s = socket.socket()
+t0 = time.monotonic()
+rc = s.connect_ex(('10.0.0.99', 80))
+assert rc == errno.ETIMEDOUT, errno.errorcode.get(rc, rc)
+assert 0.5 < time.monotonic() - t0 < 10, time.monotonic() - t0
+# Writing to a connection the peer closed: the peer's reset turns the next
+# writes into EPIPE (Python ignores SIGPIPE).
+c = socket.create_connection(('10.0.0.2', 8080), timeout=5)
+assert c.recv(10) == b''
+try:
+    for _ in range(50):
+        c.send(b'x' * 1000)
+        time.sleep(0.02)
+    raise SystemExit('writes after a reset kept succeeding')
+except BrokenPipeError:
+    pass
+print('ok')
+"#;
+
+const CLOSE_AT_ONCE: &str = r#"
+import socket
+l = socket.socket(); l.bind(('0.0.0.0', 8080)); l.listen()
+print('ready', flush=True)
+c, _ = l.accept(); c.close()
+import time; time.sleep(5)
+"#;
+
+#[test]
+fn connect_timeout_and_broken_pipe() {
+    let d = Vnetd::start("exec-timeout", TWO_HOSTS);
+    d.ctl_ok(&["-n", "red", "sysctl", "set", "net.inet.tcp.keepinit=1000"]);
+    let _peer = Bg::spawn({
+        let mut c = d.exec("blue", &["python3", "-c", CLOSE_AT_ONCE]);
+        c.stdout(Stdio::null());
+        c
+    });
+    wait_served(&d, "blue", 1);
+    let out = run_ok(d.exec("red", &["python3", "-c", TIMEOUT_AND_EPIPE]));
+    assert_eq!(out.trim(), "ok");
+}

@@ -333,16 +333,18 @@ impl Inet {
             match &mut e.kind {
                 Kind::Tcp(t) => {
                     let s = self.sockets.get_mut::<tcp::Socket>(t.h);
+                    let st = s.state();
                     if e.closed && !t.user_aborted && s.can_recv() {
                         // Data for a socket its user closed: no one will
                         // read it, so the peer is told at once with a reset
                         // (as Linux does) instead of a window that never
-                        // opens again.
+                        // opens again. (`st` stays the state before: the
+                        // socket is freed by the next pass, once the reset
+                        // is out.)
                         s.abort();
                         t.user_aborted = true;
                         self.stats.tcp_abort_on_data += 1;
                     }
-                    let st = s.state();
                     if t.connecting {
                         match st {
                             tcp::State::SynSent | tcp::State::SynReceived => {
