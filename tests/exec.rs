@@ -327,6 +327,17 @@ fn two_vnets_bind_the_same_port() {
     });
     wait_served(&d, "red", 1);
     wait_served(&d, "blue", 1);
+    // `vnetctl ss` shows each vnet's listener.
+    for v in ["red", "blue"] {
+        let out = d.ctl_ok(&["-j", "-n", v, "ss"]);
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            j.as_array().unwrap().iter().any(|s| s["proto"] == "tcp"
+                && s["state"] == "LISTEN"
+                && s["local"] == "0.0.0.0:8080"),
+            "{v}: {j}"
+        );
+    }
     // Each answers in its own vnet.
     let got = run_ok(d.exec("red", &["nc", "-N", "10.0.0.2", "8080"]));
     assert_eq!(got, "blue");

@@ -56,6 +56,9 @@ enum Cmd {
     /// Name resolution in the vnet: hosts entries, name servers
     #[command(subcommand)]
     Dns(DnsCmd),
+    /// The vnet's sockets (as `ss -tuan`)
+    #[command(alias = "ss")]
+    Sockets,
     /// The vnet's protocol counters
     Stats,
     /// Make the running state match a topology file
@@ -455,6 +458,7 @@ fn request(cmd: Cmd, vnet: &str) -> (Op, Printer) {
             (Op::SysctlSet { vnet, key, value }, Printer::Nothing)
         }
         Cmd::Dns(DnsCmd::Show) => (Op::DnsShow { vnet }, Printer::Dns),
+        Cmd::Sockets => (Op::SocketShow { vnet }, Printer::Sockets),
         Cmd::Dns(DnsCmd::Host(HostCmd::Add { name, addrs })) => {
             (Op::HostAdd { vnet, name, addrs }, Printer::Nothing)
         }
@@ -494,6 +498,7 @@ enum Printer {
     Sysctl,
     Stats,
     Dns,
+    Sockets,
     Changes,
     Dump,
 }
@@ -612,6 +617,18 @@ fn print(p: &Printer, v: &Value, json: bool) {
             }
             for x in rows {
                 println!("{}", x.as_str().unwrap_or_default());
+            }
+        }
+        Printer::Sockets => {
+            println!("{:<5} {:<12} {:<40} peer", "proto", "state", "local");
+            for x in v.as_array().into_iter().flatten() {
+                println!(
+                    "{:<5} {:<12} {:<40} {}",
+                    s(x, "proto"),
+                    x["state"].as_str().filter(|t| !t.is_empty()).unwrap_or("-"),
+                    s(x, "local"),
+                    s(x, "peer")
+                );
             }
         }
         Printer::Dns => {

@@ -215,6 +215,11 @@ pub enum Op {
         #[serde(default)]
         search: Option<Vec<String>>,
     },
+    /// A vnet's sockets (`netstat`/`ss`).
+    SocketShow {
+        /// The vnet.
+        vnet: String,
+    },
     /// A vnet's protocol counters.
     Stats {
         /// The vnet.
@@ -252,6 +257,7 @@ impl Op {
                 | Op::SysctlGet { .. }
                 | Op::Stats { .. }
                 | Op::DnsShow { .. }
+                | Op::SocketShow { .. }
                 | Op::Dump
         ) && !matches!(self, Op::Batch { ops, .. } if ops.iter().all(|o| !o.mutates()))
     }

@@ -468,6 +468,24 @@ impl Server {
                     .map_err(|e| sysctl_err(&vnet, e))?;
                 Ok(Value::Null)
             }
+            Op::SocketShow { vnet } => {
+                let v = self.vnet(&vnet)?;
+                let list = v
+                    .enter(stack::socket::list)
+                    .map_err(|e| err(ErrorKind::NotFound, format!("vnet {vnet:?}: {e}")))?;
+                Ok(Value::Array(
+                    list.into_iter()
+                        .map(|s| {
+                            json!({
+                                "proto": s.proto,
+                                "state": s.state,
+                                "local": s.local.to_string(),
+                                "peer": s.peer.map(|p| p.to_string()),
+                            })
+                        })
+                        .collect(),
+                ))
+            }
             Op::DnsShow { vnet } => {
                 let v = self.vnet(&vnet)?;
                 let r = v

@@ -102,6 +102,21 @@ impl From<BindError> for SockError {
     }
 }
 
+/// One socket, as `netstat` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketInfo {
+    /// Its id.
+    pub id: SocketId,
+    /// `tcp`, `udp`, `icmp` or `raw`.
+    pub proto: &'static str,
+    /// The TCP state (`LISTEN`, `ESTABLISHED`, ...); empty for the others.
+    pub state: String,
+    /// The local address.
+    pub local: SocketAddr,
+    /// The peer of a connection.
+    pub peer: Option<SocketAddr>,
+}
+
 /// The state of a TCP socket as a program sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TcpState {
@@ -1140,6 +1155,44 @@ impl Inet {
         self.socks.map.values().filter(|e| !e.closed).count()
     }
 
+    /// Every socket a program holds, as `netstat` shows them.
+    pub fn socket_list(&self) -> Vec<SocketInfo> {
+        let any = |a: Option<IpAddress>, port| {
+            SocketAddr::new(a.map_or(IpAddr::from([0u8, 0, 0, 0]), IpAddr::from), port)
+        };
+        let mut out = Vec::new();
+        for (id, e) in self.socks.map.iter().filter(|(_, e)| !e.closed) {
+            let (proto, state, local, peer) = match &e.kind {
+                Kind::Listener { port, addr, .. } => {
+                    ("tcp", "LISTEN".to_string(), any(*addr, *port), None)
+                }
+                Kind::Tcp(t) => {
+                    let s = self.sockets.get::<tcp::Socket>(t.h);
+                    (
+                        "tcp",
+                        format!("{}", s.state()).to_uppercase().replace('-', "_"),
+                        s.local_endpoint().map_or(any(None, 0), to_std),
+                        s.remote_endpoint().map(to_std),
+                    )
+                }
+                Kind::Udp { h, port } => {
+                    let s = self.sockets.get::<udp::Socket>(*h);
+                    ("udp", String::new(), any(s.endpoint().addr, *port), None)
+                }
+                Kind::Icmp { .. } => ("icmp", String::new(), any(None, 0), None),
+                Kind::Raw { .. } => ("raw", String::new(), any(None, 0), None),
+            };
+            out.push(SocketInfo {
+                id: *id,
+                proto,
+                state,
+                local,
+                peer,
+            });
+        }
+        out
+    }
+
     /// Number of smoltcp sockets alive (held, pending accept, or finishing).
     pub fn engine_socket_count(&self) -> usize {
         self.sockets.iter().count()
@@ -1317,6 +1370,14 @@ pub fn raw_send(id: SocketId, packet: &[u8]) -> Result<(), SockError> {
 /// `WouldBlock`, `MsgSize`.
 pub fn raw_recv(id: SocketId, buf: &mut [u8]) -> Result<usize, SockError> {
     on(|i| i.raw_recv(id, buf))
+}
+
+/// Every socket a program holds in the current vnet.
+///
+/// # Errors
+/// No current vnet.
+pub fn list() -> Result<Vec<SocketInfo>, SockError> {
+    on(|i| Ok(i.socket_list()))
 }
 
 /// Sockets held in the current vnet.
