@@ -919,7 +919,7 @@ fn exec(socket: &Option<PathBuf>, vnet: &str, argv: &[String]) -> u8 {
     }
     let Some(lib) = preload_path() else {
         eprintln!(
-            "vnetctl: libvnet_preload.so not found beside vnetctl (build it with `cargo build -p vnet-preload`, or set VNET_PRELOAD)"
+            "vnetctl: libvnet_preload.so not found beside vnetctl (`cargo build --release` builds it there; or set VNET_PRELOAD)"
         );
         return 2;
     };
