@@ -44,8 +44,27 @@ fn config_name(args: &Args) -> String {
         .map_or("the default topology".into(), |f| f.display().to_string())
 }
 
+/// Raises the soft limit on open descriptors to the hard one: every socket
+/// served to a program holds one descriptor in vnetd.
+fn raise_fd_limit() {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct owned here.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                log::warn!("could not raise the descriptor limit");
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    raise_fd_limit();
     let args = Args::parse();
     let path = args.socket.clone().unwrap_or_else(ctl::default_socket_path);
     match run(&path, &args) {
