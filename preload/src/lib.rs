@@ -1284,6 +1284,15 @@ pub unsafe extern "C" fn __recvfrom_chk(
     unsafe { recvfrom(fd, buf, len, flags, from, fromlen) }
 }
 
+/// A message header naming `n` buffers at `iov` and nothing else.
+fn iov_msg(iov: *const libc::iovec, n: c_int) -> libc::msghdr {
+    // SAFETY: msghdr is plain data; zero is valid.
+    let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+    m.msg_iov = iov as *mut libc::iovec;
+    m.msg_iovlen = n.max(0) as _;
+    m
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
     let real = real!(readv: fn(c_int, *const libc::iovec, c_int) -> ssize_t);
@@ -1291,10 +1300,7 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const libc::iovec, n: c_int) -> 
         // SAFETY: libc's own readv(2) with the caller's arguments.
         return unsafe { real(fd, iov, n) };
     }
-    // SAFETY: msghdr is plain data; zero is valid.
-    let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
-    m.msg_iov = iov as *mut libc::iovec;
-    m.msg_iovlen = n.max(0) as _;
+    let mut m = iov_msg(iov, n);
     // SAFETY: forwards the caller's buffers.
     unsafe { recvmsg(fd, &mut m, 0) }
 }
@@ -1306,10 +1312,7 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const libc::iovec, n: c_int) ->
         // SAFETY: libc's own writev(2) with the caller's arguments.
         return unsafe { real(fd, iov, n) };
     }
-    // SAFETY: msghdr is plain data; zero is valid.
-    let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
-    m.msg_iov = iov as *mut libc::iovec;
-    m.msg_iovlen = n.max(0) as _;
+    let m = iov_msg(iov, n);
     // SAFETY: forwards the caller's buffers.
     unsafe { sendmsg(fd, &m, 0) }
 }

@@ -67,7 +67,9 @@ struct Worker {
     ep: OwnedFd,
     /// Written to wake the worker.
     ev: OwnedFd,
-    /// Descriptors watched for this worker's vnets.
+    /// Descriptors ever watched for this worker's vnets (closed ones leave
+    /// the epoll set by themselves and are not subtracted): while it is
+    /// zero, a busy worker need not ask epoll for readiness between polls.
     watched: AtomicUsize,
 }
 
