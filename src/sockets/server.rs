@@ -22,10 +22,10 @@ pub const MAX_SESSIONS_PER_USER: usize = 1024;
 /// Sessions in all.
 pub const MAX_SESSIONS: usize = 8192;
 
-/// How long a blocking connect (or `SO_ERROR` on a connect in progress)
-/// waits before answering anyway; the stack's own connect timeout ends
-/// every attempt sooner.
-const CONNECT_WAIT: Duration = Duration::from_secs(300);
+/// How often a blocking connect (or `SO_ERROR` on a connect in progress)
+/// looks again at a connection that is still being made (the pump wakes it
+/// as soon as the outcome is known).
+const CONNECT_WAIT: Duration = Duration::from_secs(5);
 
 /// Names client ends: unique abstract names that say "vnet socket".
 pub(crate) struct Namer {
@@ -131,21 +131,22 @@ impl SocketServer {
         let connect = matches!(req, Req::Connect { .. });
         match self.run(req, fd.as_ref(), uid) {
             Outcome::Done(r, f) => (r, f),
-            Outcome::Wait(rx) => {
+            Outcome::Wait(mut rx) => loop {
                 let _ = rx.recv_timeout(CONNECT_WAIT);
-                // Answer from where the socket stands now: the connect's
-                // outcome is its pending error.
-                match self.run(Req::Error { wait: false }, fd.as_ref(), uid) {
+                // Answer from where the socket stands now (the connect's
+                // outcome is its pending error), or wait on if it is still
+                // connecting (a long net.inet.tcp.keepinit).
+                match self.run(Req::Error { wait: true }, fd.as_ref(), uid) {
                     Outcome::Done(mut r, f) => {
-                        if connect {
+                        if connect && r.errno == 0 {
                             r.errno = r.val as i32;
                             r.val = 0;
                         }
-                        (r, f)
+                        break (r, f);
                     }
-                    Outcome::Wait(_) => (Reply::err(libc::ETIMEDOUT), None),
+                    Outcome::Wait(next) => rx = next,
                 }
-            }
+            },
         }
     }
 
