@@ -153,6 +153,9 @@ pub struct Sockets {
     vnet: u32,
     /// The vnet's name (for `Info`).
     pub(crate) vnet_name: String,
+    /// A datagram's worth of room for the pump, made the first time a
+    /// datagram socket needs it.
+    scratch: Vec<u8>,
 }
 
 impl PerVnet for Sockets {
@@ -267,15 +270,17 @@ pub(crate) fn service(
         }
         let mut again = None;
         let mut born: Vec<(u64, Sock)> = Vec::new();
-        let mk = Maker {
+        let mut mk = Maker {
             namer,
             vnet: socks.vnet,
+            buf: std::mem::take(&mut socks.scratch),
         };
         for s in socks.map.values_mut() {
-            if pump(s, inet, &mk, &mut born) {
+            if pump(s, inet, &mut mk, &mut born) {
                 again = Some(now + Duration::from_millis(1));
             }
         }
+        socks.scratch = std::mem::take(&mut mk.buf);
         for (ino, s) in born {
             if let Err(e) = socks.insert(rt, ino, s) {
                 log::warn!("sockets: watching an accepted connection: {e}");
@@ -298,7 +303,7 @@ pub(crate) fn service(
 
 /// Moves what can be moved for one socket; returns whether it holds
 /// something back that a later pass must retry without a wake-up.
-fn pump(s: &mut Sock, inet: &mut Inet, mk: &Maker<'_>, born: &mut Vec<(u64, Sock)>) -> bool {
+fn pump(s: &mut Sock, inet: &mut Inet, mk: &mut Maker<'_>, born: &mut Vec<(u64, Sock)>) -> bool {
     match s.st {
         St::Fresh | St::Failed => {
             if s.rd_ready && s.hung_up() {
@@ -340,7 +345,7 @@ fn pump(s: &mut Sock, inet: &mut Inet, mk: &Maker<'_>, born: &mut Vec<(u64, Sock
         }
         St::Connected(id) => pump_tcp(s, id, inet),
         St::Listening(id) => pump_listener(s, id, inet, mk, born),
-        St::Udp(_) => pump_udp(s, inet),
+        St::Udp(_) => pump_udp(s, inet, &mut mk.buf),
     }
 }
 
@@ -463,10 +468,12 @@ fn close_tcp(s: &mut Sock, id: SocketId, inet: &mut Inet) -> bool {
     false
 }
 
-/// What the pump needs to make sockets for accepted connections.
+/// What the pump needs beyond the socket: a way to make sockets for
+/// accepted connections, and the vnet's buffer for datagrams.
 struct Maker<'a> {
     namer: &'a Namer,
     vnet: u32,
+    buf: Vec<u8>,
 }
 
 fn pump_listener(
@@ -541,9 +548,11 @@ pub(crate) fn to_v6(a: SocketAddr) -> SocketAddr {
     }
 }
 
-fn pump_udp(s: &mut Sock, inet: &mut Inet) -> bool {
+fn pump_udp(s: &mut Sock, inet: &mut Inet, buf: &mut Vec<u8>) -> bool {
     let fd = s.fd.as_raw_fd();
-    let mut buf = vec![0u8; ADDR_LEN + 65536];
+    if buf.is_empty() {
+        buf.resize(ADDR_LEN + 65536, 0);
+    }
     // Client to stack.
     loop {
         if let Some((data, dst)) = s.held_dgram.take() {
