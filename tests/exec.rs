@@ -856,3 +856,24 @@ fn connect_timeout_and_broken_pipe() {
     let out = run_ok(d.exec("red", &["python3", "-c", TIMEOUT_AND_EPIPE]));
     assert_eq!(out.trim(), "ok");
 }
+
+#[test]
+fn vnetctl_exec_exits_with_the_programs_status() {
+    let d = Vnetd::start("exec-status", TWO_HOSTS);
+    let code = |c: &mut Command| c.stderr(Stdio::null()).status().unwrap().code();
+    assert_eq!(code(&mut d.exec("red", &["sh", "-c", "exit 7"])), Some(7));
+    assert_eq!(code(&mut d.exec("red", &["true"])), Some(0));
+    // No such program: 127, as a shell says.
+    assert_eq!(
+        code(&mut d.exec("red", &["/nonexistent/program"])),
+        Some(127)
+    );
+    // No such vnet: vnetctl's own failure, and the program never runs.
+    let marker = scratch("status").join("ran");
+    let touch = format!("touch {}", marker.display());
+    assert_eq!(code(&mut d.exec("ghost", &["sh", "-c", &touch])), Some(2));
+    assert!(!marker.exists(), "the program ran without its vnet");
+    // The environment says which vnet.
+    let out = run_ok(d.exec("blue", &["sh", "-c", "echo $VNET"]));
+    assert_eq!(out.trim(), "blue");
+}
