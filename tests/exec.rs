@@ -869,11 +869,13 @@ fn vnetctl_exec_exits_with_the_programs_status() {
         Some(127)
     );
     // No such vnet: vnetctl's own failure, and the program never runs.
-    let marker = scratch("status").join("ran");
+    let dir = scratch("status");
+    let marker = dir.join("ran");
     let touch = format!("touch {}", marker.display());
     assert_eq!(code(&mut d.exec("ghost", &["sh", "-c", &touch])), Some(2));
     assert!(!marker.exists(), "the program ran without its vnet");
     // The environment says which vnet.
     let out = run_ok(d.exec("blue", &["sh", "-c", "echo $VNET"]));
     assert_eq!(out.trim(), "blue");
+    let _ = std::fs::remove_dir_all(&dir);
 }
