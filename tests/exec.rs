@@ -879,3 +879,37 @@ fn vnetctl_exec_exits_with_the_programs_status() {
     assert_eq!(out.trim(), "blue");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// CPU time (user + system, clock ticks) of process `pid`.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_server_whose_vnet_is_destroyed_goes_quiet() {
+    let d = Vnetd::start("exec-destroyed", TWO_HOSTS);
+    let dir = scratch("destroyed");
+    let server = Bg::spawn({
+        let mut c = d.exec("blue", &["python3", "-m", "http.server", "8000"]);
+        c.current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    });
+    wait_listening(&d, "blue", "10.0.0.2:8000");
+    d.ctl_ok(&["vnet", "del", "blue"]);
+    std::thread::sleep(Duration::from_millis(300));
+    // Its listener can never have a connection again: the server waits,
+    // it does not spin on accept.
+    let pid = server.0.id();
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(pid) - before;
+    assert!(used < 20, "the server used {used} ticks in a second");
+    let mut server = server;
+    assert!(server.0.try_wait().unwrap().is_none(), "the server died");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -647,6 +647,54 @@ fn listening(fd: c_int) -> Result<bool, i32> {
     Ok(r.listening)
 }
 
+/// Puts, under listener `fd` whose vnet is gone, a listening Unix socket
+/// that no one can reach: the descriptor stops being readable (an event
+/// loop would otherwise call `accept` on its end of stream forever), keeps
+/// its number, blocking mode and close-on-exec, and blocks in `accept` as a
+/// listener that gets no connections does.
+fn park_dead_listener(fd: c_int) -> Result<(), i32> {
+    let real = real!(socket: fn(c_int, c_int, c_int) -> c_int);
+    // SAFETY: libc's own socket(2); the result is checked before it is
+    // owned.
+    let s = unsafe { real(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if s < 0 {
+        return Err(errno());
+    }
+    // SAFETY: `s` was just made and is owned here only.
+    let s = unsafe { OwnedFd::from_raw_fd(s) };
+    let sa = libc::sockaddr_un {
+        sun_family: libc::AF_UNIX as libc::sa_family_t,
+        sun_path: [0; 108],
+    };
+    // SAFETY: an address of only a family autobinds to a fresh abstract
+    // name; then listen(2), fcntl(2) and dup3(2) on descriptors we hold.
+    unsafe {
+        let bound = libc::bind(
+            s.as_raw_fd(),
+            (&sa as *const libc::sockaddr_un).cast(),
+            std::mem::size_of::<libc::sa_family_t>() as socklen_t,
+        );
+        if bound < 0 || libc::listen(s.as_raw_fd(), 1) < 0 {
+            return Err(errno());
+        }
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        let fdfl = libc::fcntl(fd, libc::F_GETFD);
+        let cloexec = if fdfl >= 0 && fdfl & libc::FD_CLOEXEC != 0 {
+            libc::O_CLOEXEC
+        } else {
+            0
+        };
+        if libc::dup3(s.as_raw_fd(), fd, cloexec) < 0 {
+            return Err(errno());
+        }
+        if fl >= 0 && fl & libc::O_NONBLOCK != 0 {
+            let _ = wire::set_nonblocking(fd, true);
+        }
+    }
+    set_kind(fd, OTHER);
+    Ok(())
+}
+
 fn do_accept(
     fd: c_int,
     name: SockName,
@@ -664,8 +712,19 @@ fn do_accept(
     let (n, got) = wire::recv_with_fd(fd, &mut rec, libc::MSG_WAITALL)
         .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
     let Some(newfd) = got else {
-        // End of stream: the server dropped the listener (vnet destroyed).
-        return Err(if n == 0 { libc::EINVAL } else { libc::EPROTO });
+        if n != 0 {
+            return Err(libc::EPROTO);
+        }
+        // End of stream: the listener's vnet was destroyed (or vnetd
+        // stopped). No connection will ever come; say so the quiet way.
+        park_dead_listener(fd)?;
+        if is_nonblocking(fd) {
+            return Err(libc::EAGAIN);
+        }
+        let real = real!(accept4: fn(c_int, *mut sockaddr, *mut socklen_t, c_int) -> c_int);
+        // SAFETY: blocks in libc's accept4 on the parked listener.
+        let r = unsafe { real(fd, addr, len, flags) };
+        return if r < 0 { Err(errno()) } else { Ok(r) };
     };
     let peer = wire::decode_addr(&rec[..n])
         .ok()
