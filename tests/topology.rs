@@ -33,6 +33,8 @@ impl Daemon {
         let t0 = Instant::now();
         while UnixStream::connect(&sock).is_err() {
             if let Some(_st) = child.try_wait().unwrap() {
+                // It refused to start: nothing of it stays behind.
+                let _ = std::fs::remove_dir_all(&dir);
                 return Err(child.wait_with_output().unwrap());
             }
             assert!(
