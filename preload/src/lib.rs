@@ -469,7 +469,14 @@ fn set_vnet(fd: c_int, vnet: &str) -> Result<c_int, i32> {
         .ok_or(libc::EIO)?,
         None => host_to_vnet(fd, vnet)?,
     };
-    // Keep the program's descriptor number, blocking mode and close-on-exec.
+    replace_fd(&newfd, fd)?;
+    vnet_sock(fd).ok_or(libc::EIO)?;
+    Ok(0)
+}
+
+/// Puts `new` under the program's descriptor number `fd`, keeping its
+/// blocking mode and close-on-exec.
+fn replace_fd(new: &OwnedFd, fd: c_int) -> Result<(), i32> {
     // SAFETY: fcntl and dup3 on descriptors the program and we hold.
     unsafe {
         let fl = libc::fcntl(fd, libc::F_GETFL);
@@ -479,15 +486,14 @@ fn set_vnet(fd: c_int, vnet: &str) -> Result<c_int, i32> {
         } else {
             0
         };
-        if libc::dup3(newfd.as_raw_fd(), fd, cloexec) < 0 {
+        if libc::dup3(new.as_raw_fd(), fd, cloexec) < 0 {
             return Err(errno());
         }
         if fl >= 0 && fl & libc::O_NONBLOCK != 0 {
             let _ = wire::set_nonblocking(fd, true);
         }
     }
-    vnet_sock(fd).ok_or(libc::EIO)?;
-    Ok(0)
+    Ok(())
 }
 
 /// A vnet socket to replace host socket `fd` (of the same family and type,
@@ -667,7 +673,7 @@ fn park_dead_listener(fd: c_int) -> Result<(), i32> {
         sun_path: [0; 108],
     };
     // SAFETY: an address of only a family autobinds to a fresh abstract
-    // name; then listen(2), fcntl(2) and dup3(2) on descriptors we hold.
+    // name; then listen(2) on the socket made here.
     unsafe {
         let bound = libc::bind(
             s.as_raw_fd(),
@@ -677,20 +683,8 @@ fn park_dead_listener(fd: c_int) -> Result<(), i32> {
         if bound < 0 || libc::listen(s.as_raw_fd(), 1) < 0 {
             return Err(errno());
         }
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        let fdfl = libc::fcntl(fd, libc::F_GETFD);
-        let cloexec = if fdfl >= 0 && fdfl & libc::FD_CLOEXEC != 0 {
-            libc::O_CLOEXEC
-        } else {
-            0
-        };
-        if libc::dup3(s.as_raw_fd(), fd, cloexec) < 0 {
-            return Err(errno());
-        }
-        if fl >= 0 && fl & libc::O_NONBLOCK != 0 {
-            let _ = wire::set_nonblocking(fd, true);
-        }
     }
+    replace_fd(&s, fd)?;
     set_kind(fd, OTHER);
     Ok(())
 }
