@@ -250,7 +250,7 @@ fn malformed_frames_are_counted_drops_and_the_stack_carries_on() {
     }
     let n = frames.len() as u64;
     for f in frames {
-        wire.send(sim.now(), f).unwrap();
+        wire.send(sim.now(), f, &mut |_, _| ()).unwrap();
     }
     sim.with(&a, || ());
     sim.run_until_idle().unwrap();

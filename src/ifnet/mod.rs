@@ -18,6 +18,7 @@
 //! The per-vnet table of interfaces is the [`IfnetTable`] subsystem.
 
 pub mod packet;
+pub mod switch;
 pub mod tap;
 mod wire;
 
@@ -28,8 +29,10 @@ use rand_core::{RngCore, SeedableRng};
 use smoltcp::wire::EthernetAddress;
 
 pub use tap::HostIo;
+pub use switch::{PortKind, Switch, SwitchMode};
 pub use wire::{
-    DEFAULT_QUEUE_LIMIT, Impairment, LinkStage, Receiver, TxDrop, Verdict, Wire, WireStats,
+    DEFAULT_QUEUE_LIMIT, Impairment, LinkStage, Receiver, StageId, StageReport, TxDrop, Verdict,
+    Wake, Wire, WireStats,
 };
 
 use crate::vnet::{
@@ -73,6 +76,17 @@ pub enum Link {
         rx: Arc<Wire>,
         /// The socket and its pump.
         dev: Arc<tap::TapHandle>,
+    },
+    /// A port of a switch.
+    Port {
+        /// Towards the switch.
+        tx: Arc<Wire>,
+        /// From the switch.
+        rx: Arc<Wire>,
+        /// The switch.
+        sw: Arc<Switch>,
+        /// The port's number on it.
+        port: u32,
     },
 }
 
@@ -149,22 +163,29 @@ impl Ifnet {
         self.up
             && match &self.link {
                 Link::Loopback => true,
-                Link::Epair { tx, .. } | Link::Tap { tx, .. } | Link::Packet { tx, .. } => {
-                    tx.is_alive()
-                }
+                Link::Epair { tx, .. }
+                | Link::Tap { tx, .. }
+                | Link::Packet { tx, .. }
+                | Link::Port { tx, .. } => tx.is_alive(),
             }
     }
     /// The wire frames arrive on, if any.
     pub fn rx_wire(&self) -> Option<&Arc<Wire>> {
         match &self.link {
-            Link::Epair { rx, .. } | Link::Tap { rx, .. } | Link::Packet { rx, .. } => Some(rx),
+            Link::Epair { rx, .. }
+            | Link::Tap { rx, .. }
+            | Link::Packet { rx, .. }
+            | Link::Port { rx, .. } => Some(rx),
             Link::Loopback => None,
         }
     }
     /// The wire frames leave on, if any.
     pub fn tx_wire(&self) -> Option<&Arc<Wire>> {
         match &self.link {
-            Link::Epair { tx, .. } | Link::Tap { tx, .. } | Link::Packet { tx, .. } => Some(tx),
+            Link::Epair { tx, .. }
+            | Link::Tap { tx, .. }
+            | Link::Packet { tx, .. }
+            | Link::Port { tx, .. } => Some(tx),
             Link::Loopback => None,
         }
     }
@@ -183,6 +204,10 @@ impl Drop for Ifnet {
             Link::Tap { tx, rx, .. } | Link::Packet { tx, rx, .. } => {
                 tx.kill();
                 rx.kill();
+            }
+            // The switch forgets the port and kills its wires.
+            Link::Port { sw, port, .. } => {
+                sw.remove_port(*port);
             }
             Link::Loopback => {}
         }
@@ -204,9 +229,9 @@ pub struct IfInfo {
     pub up: bool,
     /// Up and link alive.
     pub running: bool,
-    /// `"loopback"`, `"epair"`, `"tap"` or `"af_packet"`.
+    /// `"loopback"`, `"epair"`, `"tap"`, `"af_packet"` or `"port"`.
     pub kind: &'static str,
-    /// The host interface of a TAP link.
+    /// The host interface of a TAP link, or the switch of a port.
     pub host: Option<String>,
     /// The same for both ends of one epair (and for no other interface):
     /// how a listing pairs them up.
@@ -238,6 +263,9 @@ pub enum IfError {
     /// Moving an interface to the vnet it is in.
     #[error("interface {0:?} is already in that vnet")]
     SameVnet(String),
+    /// No such switch, or it was destroyed.
+    #[error("switch {0:?}: no such switch")]
+    NoSuchSwitch(String),
     /// The host refused (opening a TAP device, for instance).
     #[error("host interface {0:?}: {1}")]
     Host(String, String),
@@ -446,14 +474,18 @@ fn info(i: &Ifnet) -> IfInfo {
             Link::Epair { .. } => "epair",
             Link::Tap { .. } => "tap",
             Link::Packet { .. } => "af_packet",
+            Link::Port { .. } => "port",
         },
         host: match &i.link {
             Link::Tap { dev, .. } | Link::Packet { dev, .. } => Some(dev.host().to_string()),
+            Link::Port { sw, .. } => Some(sw.name().to_string()),
             _ => None,
         },
         link_id: match &i.link {
             Link::Epair { tx, rx } => (Arc::as_ptr(tx) as usize).min(Arc::as_ptr(rx) as usize),
-            Link::Tap { tx, .. } | Link::Packet { tx, .. } => Arc::as_ptr(tx) as usize,
+            Link::Tap { tx, .. } | Link::Packet { tx, .. } | Link::Port { tx, .. } => {
+                Arc::as_ptr(tx) as usize
+            }
             Link::Loopback => 0,
         },
         home: i.home,
@@ -518,6 +550,79 @@ pub fn af_packet(v: &Arc<Vnet>, name: &str, host: &str, io: HostIo) -> Result<()
         Link::Packet { tx, rx, dev }
     })
     .map(|_| ())
+}
+
+/// Creates interface `name` in vnet `v` on a new port of switch `sw`
+/// (`link add NAME type port switch SW`).
+///
+/// # Errors
+/// A bad or taken name, or a destroyed switch; nothing is created then.
+pub fn port(v: &Arc<Vnet>, name: &str, sw: &Arc<Switch>) -> Result<(), IfError> {
+    v.enter(|| vnet::with::<IfnetTable, _>(|t| t.check_new_name(name)))??;
+    let p = sw
+        .add_port(PortKind::Vnet {
+            ifname: name.to_string(),
+        })
+        .ok_or_else(|| IfError::NoSuchSwitch(sw.name().to_string()))?;
+    let link = Link::Port {
+        tx: Arc::clone(p.from_client()),
+        rx: Arc::clone(p.to_client()),
+        sw: Arc::clone(sw),
+        port: p.id(),
+    };
+    let made = v
+        .enter(|| vnet::with::<IfnetTable, _>(|t| t.create(name, link)))
+        .map_err(IfError::from)
+        .and_then(|r| r.map_err(IfError::from))
+        .and_then(|r| r);
+    if let Err(e) = made {
+        sw.remove_port(p.id());
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Plugs a host device into switch `sw`: the TAP device `host` (created if
+/// absent) or, with `packet`, the existing interface `host` through
+/// `AF_PACKET`. Returns the port's number and the host-side name.
+///
+/// # Errors
+/// The host refusing the device, or a destroyed switch.
+pub fn host_port(
+    sw: &Arc<Switch>,
+    host: &str,
+    packet: bool,
+    io: HostIo,
+) -> Result<(u32, String), IfError> {
+    let kind = if packet {
+        PortKind::Packet {
+            host: host.to_string(),
+        }
+    } else {
+        PortKind::Tap {
+            host: host.to_string(),
+        }
+    };
+    let p = sw
+        .add_port(kind)
+        .ok_or_else(|| IfError::NoSuchSwitch(sw.name().to_string()))?;
+    let start: PumpStart = if packet { packet::start } else { tap::start };
+    match start(
+        host,
+        Arc::clone(p.to_client()),
+        Arc::clone(p.from_client()),
+        io,
+    ) {
+        Ok(dev) => {
+            let name = dev.host().to_string();
+            p.set_dev(Arc::new(dev));
+            Ok((p.id(), name))
+        }
+        Err(e) => {
+            sw.remove_port(p.id());
+            Err(IfError::Host(host.to_string(), e.to_string()))
+        }
+    }
 }
 
 type PumpStart = fn(&str, Arc<Wire>, Arc<Wire>, HostIo) -> std::io::Result<tap::TapHandle>;

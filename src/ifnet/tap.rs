@@ -389,20 +389,24 @@ fn pump(
         // The host's frames to the vnet.
         if fds[0].revents & libc::POLLIN != 0 {
             let now = (io.now)();
-            let mut wake = None;
-            // Wake the vnet once per batch, and at most every 64 frames so
-            // that it starts on a long burst early.
+            // Wake each vnet once per batch (a frame into a switch may be
+            // for several), and every 64 frames so that they start on a
+            // long burst early.
+            let mut wake: Vec<(VnetId, Instant)> = Vec::new();
             for i in 1.. {
                 match tap.read_frame(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
-                        if let Ok(Some(w)) = from_host.send(now, buf[..n].to_vec()) {
-                            wake = Some(w);
-                        }
-                        if i % 64 == 0
-                            && let Some((v, at)) = wake.take()
-                        {
-                            (io.wake)(v, at);
+                        let _ = from_host.send(now, buf[..n].to_vec(), &mut |v, at| {
+                            match wake.iter_mut().find(|(w, _)| *w == v) {
+                                Some((_, t)) => *t = (*t).min(at),
+                                None => wake.push((v, at)),
+                            }
+                        });
+                        if i % 64 == 0 {
+                            for (v, at) in wake.drain(..) {
+                                (io.wake)(v, at);
+                            }
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -413,7 +417,7 @@ fn pump(
                     }
                 }
             }
-            if let Some((v, at)) = wake {
+            for (v, at) in wake.drain(..) {
                 (io.wake)(v, at);
             }
         } else if fds[0].revents & (libc::POLLERR | libc::POLLHUP) != 0 {

@@ -1,5 +1,6 @@
-//! Wires: the one-way frame queues that join two interfaces, and the stages
-//! (impairment now; filters and capture later) that any wire can carry.
+//! Wires: the one-way frame queues that join two interfaces (or an
+//! interface and a switch), and the stages (impairment, filters, capture)
+//! that any wire can carry.
 //!
 //! A wire is the only structure two vnets share. The sending vnet pushes a
 //! frame stamped with the time it may be delivered; the receiving vnet takes
@@ -7,13 +8,38 @@
 //! in, so a wire never reads a clock.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use smoltcp::time::{Duration, Instant};
 
+use super::switch::Switch;
 use crate::vnet::VnetId;
+
+/// Told of each vnet a frame was queued for, and when it may be read:
+/// whoever sent the frame wakes that vnet (one frame entering a switch may
+/// be queued for several).
+pub type Wake<'a> = dyn FnMut(VnetId, Instant) + 'a;
+
+/// A report a stage gives of itself for listings (filters do; impairment
+/// does not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageReport {
+    /// The kind of stage (`"filter"`).
+    pub kind: &'static str,
+    /// Its name, unique among the stages of its wire.
+    pub name: String,
+    /// What it does, in the words it was made from.
+    pub description: String,
+    /// Frames it passed.
+    pub passed: u64,
+    /// Frames it dropped, per reason.
+    pub drops: Vec<(&'static str, u64)>,
+}
+
+/// Identifies a stage on its wire, for removal.
+pub type StageId = u64;
 
 /// What a stage decides for one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +59,10 @@ pub trait LinkStage: Send {
     fn name(&self) -> &'static str;
     /// Decides the fate of one frame sent at `now`.
     fn process(&mut self, now: Instant, frame: &[u8]) -> Verdict;
+    /// What the stage reports of itself in listings, if anything.
+    fn report(&self) -> Option<StageReport> {
+        None
+    }
 }
 
 /// Delay and random loss, from a seeded generator so a run replays exactly.
@@ -106,6 +136,9 @@ pub enum Receiver {
     Vnet(VnetId),
     /// A host-side pump (a TAP device), told by calling this.
     Host(Arc<dyn Fn() + Send + Sync>),
+    /// A switch, which takes each frame as it is sent (from this port)
+    /// and queues it on the wires of the ports it goes to.
+    Switch(Weak<Switch>, u32),
 }
 
 struct Inner {
@@ -115,7 +148,8 @@ struct Inner {
     /// False once either end is destroyed.
     alive: bool,
     limit: usize,
-    stages: Vec<Box<dyn LinkStage>>,
+    stages: Vec<(StageId, Box<dyn LinkStage>)>,
+    next_stage: StageId,
     stats: WireStats,
 }
 
@@ -135,6 +169,7 @@ impl std::fmt::Debug for Wire {
                     Receiver::None => "none".to_string(),
                     Receiver::Vnet(v) => format!("vnet {v}"),
                     Receiver::Host(_) => "host".to_string(),
+                    Receiver::Switch(_, port) => format!("switch port {port}"),
                 },
             )
             .field("alive", &g.alive)
@@ -155,6 +190,7 @@ impl Wire {
                 alive: true,
                 limit: DEFAULT_QUEUE_LIMIT,
                 stages: Vec::new(),
+                next_stage: 1,
                 stats: WireStats::default(),
             }),
         }
@@ -164,13 +200,14 @@ impl Wire {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a frame sent at `now`. On success returns the vnet to wake
-    /// (if a vnet reads this wire) and when the frame becomes deliverable;
-    /// a host-side reader is told directly.
+    /// Queues a frame sent at `now`, after its stages. `wake` is told of
+    /// the vnet that reads this wire (or, for a wire into a switch, of each
+    /// vnet the switch queued the frame for) and when the frame may be
+    /// read; a host-side reader is told directly.
     ///
     /// # Errors
     /// Why the frame was dropped (it is counted on the wire).
-    pub fn send(&self, now: Instant, frame: Vec<u8>) -> Result<Option<(VnetId, Instant)>, TxDrop> {
+    pub fn send(&self, now: Instant, frame: Vec<u8>, wake: &mut Wake<'_>) -> Result<(), TxDrop> {
         let mut g = self.lock();
         let rx = if g.alive {
             g.rx.clone()
@@ -181,13 +218,14 @@ impl Wire {
             g.stats.drop_down += 1;
             return Err(TxDrop::Down);
         }
-        if g.queue.len() >= g.limit {
+        let into_switch = matches!(rx, Receiver::Switch(..));
+        if !into_switch && g.queue.len() >= g.limit {
             g.stats.drop_full += 1;
             return Err(TxDrop::Full);
         }
         let mut at = now;
         let inner = &mut *g;
-        for stage in inner.stages.iter_mut() {
+        for (_, stage) in inner.stages.iter_mut() {
             match stage.process(now, &frame) {
                 Verdict::Pass => {}
                 Verdict::Delay(d) => at += d,
@@ -200,6 +238,21 @@ impl Wire {
                 }
             }
         }
+        if let Receiver::Switch(sw, port) = rx {
+            // A switch forwards at once (a delay stage on a wire into a
+            // switch has nothing to delay). The wire's lock is let go
+            // first: the switch takes its own and those of its ports.
+            inner.stats.queued += 1;
+            inner.stats.delivered += 1;
+            drop(g);
+            return match sw.upgrade() {
+                Some(sw) => {
+                    sw.input(port, now, frame, wake);
+                    Ok(())
+                }
+                None => Err(TxDrop::Down),
+            };
+        }
         // Frames never overtake each other on a wire.
         let was_empty = inner.queue.is_empty();
         if let Some((last, _)) = inner.queue.back() {
@@ -209,17 +262,17 @@ impl Wire {
         inner.stats.queued += 1;
         drop(g);
         match rx {
-            Receiver::Vnet(v) => Ok(Some((v, at))),
+            Receiver::Vnet(v) => wake(v, at),
             Receiver::Host(notify) => {
                 // The pump empties the queue each time it is told: once per
                 // batch is enough.
                 if was_empty {
                     notify();
                 }
-                Ok(None)
             }
-            Receiver::None => unreachable!("checked above"),
+            Receiver::None | Receiver::Switch(..) => unreachable!("handled above"),
         }
+        Ok(())
     }
 
     /// Moves every frame deliverable at `now` into `out`, and returns when
@@ -274,9 +327,37 @@ impl Wire {
         self.lock().alive
     }
 
+    /// Makes a switch port the reader of this wire: each frame sent on it
+    /// enters the switch.
+    pub fn set_switch_rx(&self, sw: Weak<Switch>, port: u32) {
+        self.lock().rx = Receiver::Switch(sw, port);
+    }
+
     /// Adds a stage; frames pass stages in the order they were added.
-    pub fn push_stage(&self, stage: Box<dyn LinkStage>) {
-        self.lock().stages.push(stage);
+    /// Returns its id on this wire.
+    pub fn push_stage(&self, stage: Box<dyn LinkStage>) -> StageId {
+        let mut g = self.lock();
+        let id = g.next_stage;
+        g.next_stage += 1;
+        g.stages.push((id, stage));
+        id
+    }
+
+    /// Removes the stage with this id; false if there is none.
+    pub fn remove_stage(&self, id: StageId) -> bool {
+        let mut g = self.lock();
+        let before = g.stages.len();
+        g.stages.retain(|(i, _)| *i != id);
+        g.stages.len() != before
+    }
+
+    /// The ids and reports of the stages that give one, in order.
+    pub fn reports(&self) -> Vec<(StageId, StageReport)> {
+        self.lock()
+            .stages
+            .iter()
+            .filter_map(|(id, s)| s.report().map(|r| (*id, r)))
+            .collect()
     }
 
     /// Removes every stage.

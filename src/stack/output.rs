@@ -227,13 +227,11 @@ impl Inet {
         let Some(wire) = ifp.tx_wire() else {
             return;
         };
-        match wire.send(self.now, frame) {
-            Ok(wake) => {
+        let now = self.now;
+        match wire.send(now, frame, &mut |vnet, at| self.note_wake(vnet, at)) {
+            Ok(()) => {
                 ifp.stats.opackets += 1;
                 ifp.stats.obytes += len;
-                if let Some((vnet, at)) = wake {
-                    self.note_wake(vnet, at);
-                }
             }
             Err(_) => {
                 ifp.stats.oerrors += 1;
