@@ -574,7 +574,7 @@ pub fn port(v: &Arc<Vnet>, name: &str, sw: &Arc<Switch>) -> Result<(), IfError> 
         .enter(|| vnet::with::<IfnetTable, _>(|t| t.create(name, link)))
         .map_err(IfError::from)
         .and_then(|r| r.map_err(IfError::from))
-        .and_then(|r| r);
+        ;
     if let Err(e) = made {
         sw.remove_port(p.id());
         return Err(e);
