@@ -570,11 +570,11 @@ pub fn port(v: &Arc<Vnet>, name: &str, sw: &Arc<Switch>) -> Result<(), IfError> 
         sw: Arc::clone(sw),
         port: p.id(),
     };
-    let made = v
-        .enter(|| vnet::with::<IfnetTable, _>(|t| t.create(name, link)))
-        .map_err(IfError::from)
-        .and_then(|r| r.map_err(IfError::from))
-        ;
+    let made: Result<IfIndex, IfError> =
+        match v.enter(|| vnet::with::<IfnetTable, _>(|t| t.create(name, link))) {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) | Err(e) => Err(e.into()),
+        };
     if let Err(e) = made {
         sw.remove_port(p.id());
         return Err(e);
