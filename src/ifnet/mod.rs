@@ -572,8 +572,8 @@ pub fn port(v: &Arc<Vnet>, name: &str, sw: &Arc<Switch>) -> Result<(), IfError> 
     };
     let made: Result<IfIndex, IfError> =
         match v.enter(|| vnet::with::<IfnetTable, _>(|t| t.create(name, link))) {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) | Err(e) => Err(e.into()),
+            Ok(r) => r,
+            Err(e) => Err(e.into()),
         };
     if let Err(e) = made {
         sw.remove_port(p.id());
