@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::Value;
 use vnet::ctl::client::Client;
-use vnet::ctl::proto::Op;
+use vnet::ctl::proto::{Op, Target};
 use vnet::ctl::{self};
 
 /// Controls vnetd: vnets, links, addresses, routes, tunables.
@@ -68,6 +68,37 @@ enum Cmd {
     },
     /// Write the running state as a topology file
     Dump,
+    /// Switches (the multiplexer vnets and host devices plug into): add,
+    /// set, del, show, port add|del
+    #[command(subcommand)]
+    Switch(SwitchCmd),
+    /// Packet filters on an interface or switch port: add, del, show
+    #[command(subcommand)]
+    Filter(FilterCmd),
+    /// Capture frames of an interface (`IF`, in the vnet of -n), a switch
+    /// port (`SWITCH:PORT`) or a whole switch (`--switch SWITCH`) as pcap
+    Capture {
+        /// The interface, or SWITCH:PORT
+        target: Option<String>,
+        /// Capture every frame entering this switch
+        #[arg(long, conflicts_with = "target")]
+        switch: Option<String>,
+        /// A tcpdump expression the frames must match
+        #[arg(short = 'f', long)]
+        filter: Option<String>,
+        /// Where to write (`-` for stdout)
+        #[arg(short = 'w', long, default_value = "-")]
+        write: PathBuf,
+        /// Stop after this many frames
+        #[arg(short = 'c', long)]
+        count: Option<u64>,
+        /// Bytes kept per frame
+        #[arg(short = 's', long)]
+        snaplen: Option<u32>,
+        /// Write pcapng instead of pcap
+        #[arg(long)]
+        pcapng: bool,
+    },
     /// Run a program with its sockets in VNET (as `ip netns exec`); exits
     /// with the program's status
     Exec {
@@ -163,6 +194,150 @@ enum LinkKind {
         #[command(subcommand)]
         host: HostKw,
     },
+    /// A new port of a switch
+    Port {
+        #[command(subcommand)]
+        switch: SwitchKw,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SwitchKw {
+    /// The switch to plug into
+    Switch {
+        /// Its name
+        name: String,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct SwitchOpts {
+    /// hub (every frame to every port) or learning (a MAC table)
+    #[arg(long, value_parser = |m: &str| m.parse::<vnet::ifnet::SwitchMode>())]
+    mode: Option<vnet::ifnet::SwitchMode>,
+    /// Seconds a learned MAC address is kept unseen
+    #[arg(long)]
+    aging: Option<u64>,
+    /// Bound on the MAC table
+    #[arg(long)]
+    max_macs: Option<usize>,
+}
+
+#[derive(Subcommand, Debug)]
+enum SwitchCmd {
+    /// Create a switch [default mode: learning]
+    Add {
+        /// Its name
+        name: String,
+        #[command(flatten)]
+        opts: SwitchOpts,
+    },
+    /// Change a switch
+    Set {
+        /// Its name
+        name: String,
+        #[command(flatten)]
+        opts: SwitchOpts,
+    },
+    /// Destroy a switch
+    #[command(alias = "delete")]
+    Del {
+        /// Its name
+        name: String,
+    },
+    /// Show switches: ports, counters, MAC table
+    #[command(alias = "ls", alias = "list")]
+    Show {
+        /// One switch [default: all]
+        name: Option<String>,
+    },
+    /// Host ports: `switch port add SW tap|af_packet HOSTIF`, `switch port del SW N`
+    #[command(subcommand)]
+    Port(PortCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum PortCmd {
+    /// Plug a host device into a switch
+    Add {
+        /// The switch
+        switch: String,
+        /// tap (created if absent) or af_packet (an existing interface)
+        kind: String,
+        /// The host device
+        host: String,
+    },
+    /// Unplug a host port
+    #[command(alias = "delete")]
+    Del {
+        /// The switch
+        switch: String,
+        /// The port's number
+        port: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FilterCmd {
+    /// Add a filter: `filter add IF|SWITCH:PORT in|out [--name N] [-f EXPR | --bpf PROG] [--allow-src P]... [--allow-dst P]... [--allow-mac M]...`
+    Add {
+        /// The interface (in the vnet of -n), or SWITCH:PORT
+        target: String,
+        /// in (what the interface receives) or out (what it sends)
+        dir: String,
+        /// The filter's name [default: f1, f2, ...]
+        #[arg(long)]
+        name: Option<String>,
+        /// A tcpdump expression (compiled by libpcap) frames must match
+        #[arg(short = 'f', long)]
+        expr: Option<String>,
+        /// A classic BPF program as `tcpdump -ddd` prints it
+        #[arg(long)]
+        bpf: Option<String>,
+        /// Source prefixes allowed (anti-spoofing; ARP sender too)
+        #[arg(long)]
+        allow_src: Vec<String>,
+        /// Destination prefixes allowed (what the client may receive)
+        #[arg(long)]
+        allow_dst: Vec<String>,
+        /// Source MAC addresses allowed
+        #[arg(long)]
+        allow_mac: Vec<String>,
+    },
+    /// Remove a filter
+    #[command(alias = "delete")]
+    Del {
+        /// The interface, or SWITCH:PORT
+        target: String,
+        /// in or out
+        dir: String,
+        /// The filter's name
+        name: String,
+    },
+    /// Show filters and their counters: of one interface or port, of every
+    /// interface of the vnet, or (SWITCH:) of every port of a switch
+    #[command(alias = "ls", alias = "list")]
+    Show {
+        /// The interface, SWITCH:PORT or SWITCH: [default: every interface]
+        target: Option<String>,
+    },
+}
+
+/// An interface of `vnet` (`IF`), a switch port (`SW:N`) or every port of
+/// a switch (`SW:`).
+fn target(vnet: &str, t: Option<&str>) -> Target {
+    match t.and_then(|t| t.split_once(':')) {
+        Some((sw, port)) => Target {
+            switch: Some(sw.to_string()),
+            port: port.parse().ok(),
+            ..Target::default()
+        },
+        None => Target {
+            vnet: Some(vnet.to_string()),
+            dev: t.map(str::to_string),
+            ..Target::default()
+        },
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -337,6 +512,37 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
+fn switch_request(c: SwitchCmd) -> (Op, Printer) {
+    match c {
+        SwitchCmd::Add { name, opts } => (
+            Op::SwitchAdd {
+                name,
+                mode: opts.mode,
+                aging: opts.aging,
+                max_macs: opts.max_macs,
+            },
+            Printer::Nothing,
+        ),
+        SwitchCmd::Set { name, opts } => (
+            Op::SwitchSet {
+                name,
+                mode: opts.mode,
+                aging: opts.aging,
+                max_macs: opts.max_macs,
+            },
+            Printer::Nothing,
+        ),
+        SwitchCmd::Del { name } => (Op::SwitchDel { name }, Printer::Nothing),
+        SwitchCmd::Show { name } => (Op::SwitchShow { name }, Printer::Switches),
+        SwitchCmd::Port(PortCmd::Add { switch, kind, host }) => {
+            (Op::SwitchPortAdd { switch, kind, host }, Printer::Port)
+        }
+        SwitchCmd::Port(PortCmd::Del { switch, port }) => {
+            (Op::SwitchPortDel { switch, port }, Printer::Nothing)
+        }
+    }
+}
+
 /// The request a command makes, and how to print its answer.
 fn request(cmd: Cmd, vnet: &str) -> (Op, Printer) {
     let vnet = vnet.to_string();
@@ -391,6 +597,58 @@ fn request(cmd: Cmd, vnet: &str) -> (Op, Printer) {
                         },
                 },
         }) => (Op::LinkAddAfPacket { vnet, name, host }, Printer::Nothing),
+        Cmd::Link(LinkCmd::Add {
+            name,
+            kind:
+                TypeKw::Type {
+                    kind:
+                        LinkKind::Port {
+                            switch: SwitchKw::Switch { name: switch },
+                        },
+                },
+        }) => (Op::LinkAddPort { vnet, name, switch }, Printer::Nothing),
+        Cmd::Switch(c) => return switch_request(c),
+        Cmd::Filter(FilterCmd::Add {
+            target: t,
+            dir,
+            name,
+            expr,
+            bpf,
+            allow_src,
+            allow_dst,
+            allow_mac,
+        }) => (
+            Op::FilterAdd {
+                at: target(&vnet, Some(&t)),
+                dir,
+                name,
+                expr,
+                bpf,
+                allow_src,
+                allow_dst,
+                allow_mac,
+            },
+            Printer::Nothing,
+        ),
+        Cmd::Filter(FilterCmd::Del {
+            target: t,
+            dir,
+            name,
+        }) => (
+            Op::FilterDel {
+                at: target(&vnet, Some(&t)),
+                dir,
+                name,
+            },
+            Printer::Nothing,
+        ),
+        Cmd::Filter(FilterCmd::Show { target: t }) => (
+            Op::FilterShow {
+                at: target(&vnet, t.as_deref()),
+            },
+            Printer::Filters,
+        ),
+        Cmd::Capture { .. } => unreachable!("run by `main` on a connection of its own"),
         Cmd::Link(LinkCmd::Set { name, action }) => {
             let (up, mtu, to_vnet) = match action {
                 LinkSet::Up => (Some(true), None, None),
@@ -501,6 +759,9 @@ enum Printer {
     Sockets,
     Changes,
     Dump,
+    Switches,
+    Port,
+    Filters,
 }
 
 fn s(v: &Value, k: &str) -> String {
@@ -655,6 +916,77 @@ fn print(p: &Printer, v: &Value, json: bool) {
             }
         }
         Printer::Dump => print!("{}", v["toml"].as_str().unwrap_or_default()),
+        Printer::Port => println!("port {} {}", s(v, "port"), s(v, "host")),
+        Printer::Switches => {
+            for x in rows() {
+                let st = &x["stats"];
+                println!(
+                    "{}: {} aging {}s max_macs {} owner {}  frames {} unicast {} flooded {} same_port {} table_full {}",
+                    s(&x, "name"),
+                    s(&x, "mode"),
+                    s(&x, "aging"),
+                    s(&x, "max_macs"),
+                    s(&x, "owner"),
+                    s(st, "frames"),
+                    s(st, "unicast"),
+                    s(st, "flooded"),
+                    s(st, "same_port"),
+                    s(st, "table_full")
+                );
+                for p in x["ports"].as_array().into_iter().flatten() {
+                    let st = &p["stats"];
+                    let vnet = if p["vnet"].is_null() {
+                        String::new()
+                    } else {
+                        format!(" vnet {}", s(p, "vnet"))
+                    };
+                    println!(
+                        "    port {}: {} {}{vnet}  rx {} pkts {} bytes  tx {} pkts {} bytes {} dropped",
+                        s(p, "port"),
+                        s(p, "kind"),
+                        s(p, "name"),
+                        s(st, "rx_frames"),
+                        s(st, "rx_bytes"),
+                        s(st, "tx_frames"),
+                        s(st, "tx_bytes"),
+                        s(st, "tx_drops")
+                    );
+                }
+                for m in x["macs"].as_array().into_iter().flatten() {
+                    println!(
+                        "    mac {} port {} age {}.{:03}s",
+                        s(m, "mac"),
+                        s(m, "port"),
+                        m["age_ms"].as_u64().unwrap_or(0) / 1000,
+                        m["age_ms"].as_u64().unwrap_or(0) % 1000
+                    );
+                }
+            }
+        }
+        Printer::Filters => {
+            for x in rows() {
+                let drops: Vec<String> = x["drops"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|d| format!("{} {}", s(d, "n"), s(d, "reason")))
+                    .collect();
+                println!(
+                    "{} {} {}: {}  passed {} dropped {}{}",
+                    s(&x, "at"),
+                    s(&x, "dir"),
+                    s(&x, "name"),
+                    s(&x, "description"),
+                    s(&x, "passed"),
+                    drops.len(),
+                    if drops.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", drops.join(", "))
+                    }
+                );
+            }
+        }
     }
 }
 
@@ -961,6 +1293,86 @@ fn exec(socket: &Option<PathBuf>, vnet: &str, argv: &[String]) -> u8 {
     }
 }
 
+/// `vnetctl capture`: asks for the capture and copies the file vnetd
+/// streams back to the output until either side ends it.
+fn capture(cli: Cli) -> u8 {
+    let Some(Cmd::Capture {
+        target: t,
+        switch,
+        filter,
+        write,
+        count,
+        snaplen,
+        pcapng,
+    }) = cli.cmd
+    else {
+        return 1;
+    };
+    let at = match (&t, switch) {
+        (_, Some(sw)) => Target {
+            switch: Some(sw),
+            ..Target::default()
+        },
+        (Some(t), None) => target(cli.vnet.as_deref().unwrap_or("vnet0"), Some(t)),
+        (None, None) => {
+            eprintln!("vnetctl: capture what? name an interface, SWITCH:PORT or --switch SWITCH");
+            return 1;
+        }
+    };
+    let mut out: Box<dyn std::io::Write> = if write.as_os_str() == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        match std::fs::File::create(&write) {
+            Ok(f) => Box::new(f),
+            Err(e) => {
+                eprintln!("vnetctl: {}: {e}", write.display());
+                return 1;
+            }
+        }
+    };
+    let client = match connect(&cli.socket) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let op = Op::Capture {
+        at,
+        filter,
+        count,
+        snaplen,
+        pcapng,
+    };
+    match client.call_then_stream(op) {
+        Ok(Ok(mut stream)) => {
+            // Written through as it comes, so that `-w - | tcpdump -r -`
+            // shows frames live.
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match std::io::Read::read(&mut stream, &mut buf) {
+                    Ok(0) => return 0,
+                    Ok(n) => {
+                        if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                            return 0;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        eprintln!("vnetctl: capture: {e}");
+                        return 2;
+                    }
+                }
+            }
+        }
+        Ok(Err(e)) => {
+            eprintln!("vnetctl: {}", e.message);
+            2
+        }
+        Err(e) => {
+            eprintln!("vnetctl: {e}");
+            2
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // A closed pipe (`vnetctl ... | head`) ends the program quietly, as it
     // does iproute2.
@@ -973,6 +1385,9 @@ fn main() -> ExitCode {
     };
     if let Some(Cmd::Exec { vnet, argv }) = &cli.cmd {
         return ExitCode::from(exec(&cli.socket, vnet, argv));
+    }
+    if let Some(Cmd::Capture { .. }) = &cli.cmd {
+        return ExitCode::from(capture(cli));
     }
     if let Some(file) = cli.batch.clone() {
         return ExitCode::from(batch(&cli, &file));

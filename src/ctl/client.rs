@@ -38,6 +38,18 @@ impl Client {
         })
     }
 
+    /// Sends a request whose reply is followed by a stream (a capture), and
+    /// hands back the stream after a successful reply.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn call_then_stream(
+        mut self,
+        op: Op,
+    ) -> Result<Result<BufReader<UnixStream>, ErrorBody>, ClientError> {
+        Ok(self.call(op)?.map(|_| self.rd))
+    }
+
     /// Sends one request and waits for its reply.
     ///
     /// # Errors

@@ -9,6 +9,7 @@
 //! says whose vnet it is.
 
 pub mod client;
+pub mod l2;
 pub mod peercred;
 pub mod proto;
 pub mod server;

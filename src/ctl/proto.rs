@@ -225,6 +225,133 @@ pub enum Op {
         /// The vnet.
         vnet: String,
     },
+    /// Create a switch (the multiplexer that vnets and host devices plug
+    /// into).
+    SwitchAdd {
+        /// Its name.
+        name: String,
+        /// `hub` or `learning` (default).
+        #[serde(default)]
+        mode: Option<crate::ifnet::SwitchMode>,
+        /// MAC table aging in seconds (default 300).
+        #[serde(default)]
+        aging: Option<u64>,
+        /// Bound on the MAC table (default 4096).
+        #[serde(default)]
+        max_macs: Option<usize>,
+    },
+    /// Change a switch's mode, aging or MAC table bound.
+    SwitchSet {
+        /// Its name.
+        name: String,
+        /// New mode.
+        #[serde(default)]
+        mode: Option<crate::ifnet::SwitchMode>,
+        /// New aging in seconds.
+        #[serde(default)]
+        aging: Option<u64>,
+        /// New MAC table bound.
+        #[serde(default)]
+        max_macs: Option<usize>,
+    },
+    /// Destroy a switch: its host ports close, vnet interfaces on it see
+    /// their link down.
+    SwitchDel {
+        /// Its name.
+        name: String,
+    },
+    /// Switches with their ports, counters and MAC tables (one, or all).
+    SwitchShow {
+        /// One switch, or all.
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// Plug a host device into a switch: a TAP (created if absent) or an
+    /// existing interface through `AF_PACKET`.
+    SwitchPortAdd {
+        /// The switch.
+        switch: String,
+        /// `tap` or `af_packet`.
+        kind: String,
+        /// The host device.
+        host: String,
+    },
+    /// Unplug a host port (vnet ports go with their interface: `link del`).
+    SwitchPortDel {
+        /// The switch.
+        switch: String,
+        /// The port's number.
+        port: u32,
+    },
+    /// Create interface `name` in `vnet` on a new port of `switch`.
+    LinkAddPort {
+        /// The vnet.
+        vnet: String,
+        /// The interface's name.
+        name: String,
+        /// The switch.
+        switch: String,
+    },
+    /// Add a filter to an interface or switch port, in one direction.
+    FilterAdd {
+        /// Where.
+        at: Target,
+        /// `in` (what the client receives) or `out` (what it sends).
+        dir: String,
+        /// Its name (default `f1`, `f2`, ...).
+        #[serde(default)]
+        name: Option<String>,
+        /// A tcpdump expression, compiled by libpcap.
+        #[serde(default)]
+        expr: Option<String>,
+        /// A classic BPF program in `tcpdump -ddd` form.
+        #[serde(default)]
+        bpf: Option<String>,
+        /// Source prefixes the client may send from.
+        #[serde(default)]
+        allow_src: Vec<String>,
+        /// Destination prefixes the client may receive.
+        #[serde(default)]
+        allow_dst: Vec<String>,
+        /// Source MAC addresses the client may send from.
+        #[serde(default)]
+        allow_mac: Vec<String>,
+    },
+    /// Remove a filter.
+    FilterDel {
+        /// Where.
+        at: Target,
+        /// `in` or `out`.
+        dir: String,
+        /// Its name.
+        name: String,
+    },
+    /// The filters of an interface or port (or of every interface of a
+    /// vnet, or every port of a switch) with their counters.
+    FilterShow {
+        /// Where.
+        at: Target,
+    },
+    /// Capture frames as pcap: the reply is followed on the same
+    /// connection by the capture file's bytes, until the client closes it,
+    /// `count` frames were written, or the interface goes away.
+    Capture {
+        /// What to capture: an interface (both directions), a switch port,
+        /// or a whole switch (every frame entering it).
+        at: Target,
+        /// A tcpdump expression frames must match.
+        #[serde(default)]
+        filter: Option<String>,
+        /// Stop after this many frames.
+        #[serde(default)]
+        count: Option<u64>,
+        /// Bytes kept per frame (default 65535).
+        #[serde(default)]
+        snaplen: Option<u32>,
+        /// Write pcapng rather than pcap.
+        #[serde(default)]
+        pcapng: bool,
+    },
     /// Make the running state match a topology file (its text).
     Apply {
         /// The file's TOML text.
@@ -258,9 +385,30 @@ impl Op {
                 | Op::Stats { .. }
                 | Op::DnsShow { .. }
                 | Op::SocketShow { .. }
+                | Op::SwitchShow { .. }
+                | Op::FilterShow { .. }
+                | Op::Capture { .. }
                 | Op::Dump
         ) && !matches!(self, Op::Batch { ops, .. } if ops.iter().all(|o| !o.mutates()))
     }
+}
+
+/// An interface of a vnet, a port of a switch, or a switch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// The vnet of the interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vnet: Option<String>,
+    /// The interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+    /// The switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch: Option<String>,
+    /// The switch's port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
 }
 
 /// What kind of failure a reply reports.

@@ -25,6 +25,17 @@ use crate::stack::sysctl::{self, SysctlError};
 use crate::stack::{self, ConfigError};
 use crate::vnet::{Registry, RegistryError, Vnet, VnetId};
 
+/// Writes a success reply to request `id` on `conn`.
+pub(super) fn write_ok(mut conn: &UnixStream, id: u64, v: Value) -> std::io::Result<()> {
+    let reply = Reply {
+        v: VERSION,
+        id,
+        outcome: Outcome::Ok(v),
+    };
+    proto::write_frame(&mut conn, &serde_json::to_vec(&reply).unwrap_or_default())?;
+    conn.flush()
+}
+
 /// Most clients of users other than root served at once; more are told so
 /// and closed. Root is always served.
 pub const MAX_CLIENTS: usize = 256;
@@ -55,7 +66,7 @@ impl Drop for Slot<'_> {
     }
 }
 
-fn err(kind: ErrorKind, message: impl Into<String>) -> ErrorBody {
+pub(super) fn err(kind: ErrorKind, message: impl Into<String>) -> ErrorBody {
     ErrorBody {
         kind,
         message: message.into(),
@@ -76,7 +87,7 @@ fn reg_err(e: RegistryError) -> ErrorBody {
     err(kind, e.to_string())
 }
 
-fn if_err(vnet: &str, e: IfError) -> ErrorBody {
+pub(super) fn if_err(vnet: &str, e: IfError) -> ErrorBody {
     let kind = match e {
         IfError::NoSuchInterface(_) | IfError::Vnet(_) => ErrorKind::NotFound,
         IfError::Exists(_) => ErrorKind::Exists,
@@ -144,6 +155,7 @@ pub struct Server {
     clients: AtomicUsize,
     per_uid: Mutex<std::collections::HashMap<u32, usize>>,
     stopping: AtomicBool,
+    switches: super::l2::Switches,
 }
 
 impl Server {
@@ -161,6 +173,7 @@ impl Server {
             clients: AtomicUsize::new(0),
             per_uid: Mutex::new(std::collections::HashMap::new()),
             stopping: AtomicBool::new(false),
+            switches: super::l2::Switches::default(),
         }
     }
 
@@ -186,6 +199,34 @@ impl Server {
     /// The user vnetd runs as.
     pub fn admin(&self) -> u32 {
         self.admin
+    }
+
+    /// vnetd's switches.
+    pub fn switches(&self) -> &super::l2::Switches {
+        &self.switches
+    }
+
+    /// The driver's clock.
+    pub(super) fn now(&self) -> smoltcp::time::Instant {
+        self.rt().now()
+    }
+
+    /// The clock and waker for a host-side pump.
+    pub(super) fn host_io(&self) -> ifnet::HostIo {
+        self.rt().host_io()
+    }
+
+    /// Polls every vnet now (after a change that may concern any of them).
+    pub(super) fn kick_all(&self) {
+        let rt = self.rt();
+        for v in self.reg.list() {
+            rt.kick(&v);
+        }
+    }
+
+    /// A vnet `uid` may change.
+    pub(super) fn owned_vnet(&self, uid: u32, name: &str) -> Result<Arc<Vnet>, ErrorBody> {
+        self.owned(uid, name)
     }
 
     fn vnet(&self, name: &str) -> Result<Arc<Vnet>, ErrorBody> {
@@ -223,9 +264,17 @@ impl Server {
         Ok(v)
     }
 
-    /// Carries out one request for the user `uid`.
+    /// Carries out one request for the user `uid`. A capture is refused
+    /// here: it needs the connection ([`Server::serve`] runs it).
     pub fn handle(&self, req: Request, uid: u32) -> Reply {
-        let outcome = match self.run(req.op, uid) {
+        let outcome = match if matches!(req.op, Op::Capture { .. }) {
+            Err(err(
+                ErrorKind::BadRequest,
+                "a capture needs a connection of its own; it cannot be batched",
+            ))
+        } else {
+            self.run(req.op, uid)
+        } {
             Ok(v) => Outcome::Ok(v),
             Err(e) => Outcome::Error(e),
         };
@@ -237,6 +286,9 @@ impl Server {
     }
 
     fn run(&self, op: Op, uid: u32) -> Result<Value, ErrorBody> {
+        if let Some(r) = self.run_l2(&op, uid) {
+            return r;
+        }
         match op {
             Op::VnetAdd { name, parent } => {
                 let parent = match parent {
@@ -613,6 +665,20 @@ impl Server {
                 }
                 Ok(Value::Array(out))
             }
+            Op::SwitchAdd { .. }
+            | Op::SwitchSet { .. }
+            | Op::SwitchDel { .. }
+            | Op::SwitchShow { .. }
+            | Op::SwitchPortAdd { .. }
+            | Op::SwitchPortDel { .. }
+            | Op::LinkAddPort { .. }
+            | Op::FilterAdd { .. }
+            | Op::FilterDel { .. }
+            | Op::FilterShow { .. }
+            | Op::Capture { .. } => Err(err(
+                ErrorKind::BadRequest,
+                "this request is not served here (filters need a newer vnetd)",
+            )),
             Op::Dump => {
                 let t = topology::dump(&self.reg, uid, self.is_admin(uid));
                 let text = toml::to_string_pretty(&t)
@@ -753,6 +819,28 @@ impl Server {
         loop {
             let (reply, close) = match proto::read_frame(&mut rd) {
                 Ok(frame) => match proto::decode_request(&frame) {
+                    // A capture turns the connection into the capture
+                    // file's stream; it ends with it.
+                    Ok(Request {
+                        id,
+                        op: op @ Op::Capture { .. },
+                        ..
+                    }) => {
+                        if wr.flush().is_err() {
+                            return;
+                        }
+                        match self.capture(op, uid, wr.get_ref(), id) {
+                            Ok(()) => return,
+                            Err(e) => (
+                                Reply {
+                                    v: VERSION,
+                                    id,
+                                    outcome: Outcome::Error(e),
+                                },
+                                false,
+                            ),
+                        }
+                    }
                     Ok(req) => (self.handle(req, uid), false),
                     Err(bad) => (bad, false),
                 },

@@ -17,6 +17,7 @@
 //!
 //! The per-vnet table of interfaces is the [`IfnetTable`] subsystem.
 
+pub mod capture;
 pub mod packet;
 pub mod switch;
 pub mod tap;
@@ -28,8 +29,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use smoltcp::wire::EthernetAddress;
 
-pub use tap::HostIo;
 pub use switch::{PortKind, Switch, SwitchMode};
+pub use tap::HostIo;
 pub use wire::{
     DEFAULT_QUEUE_LIMIT, Impairment, LinkStage, Receiver, StageId, StageReport, TxDrop, Verdict,
     Wake, Wire, WireStats,

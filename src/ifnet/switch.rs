@@ -495,7 +495,8 @@ impl Switch {
         }
         if g.macs.len() >= g.max_macs {
             let aging = g.aging;
-            g.macs.retain(|_, (_, seen)| now - *seen <= aging || *seen > now);
+            g.macs
+                .retain(|_, (_, seen)| now - *seen <= aging || *seen > now);
             if g.macs.len() >= g.max_macs {
                 g.stats.table_full += 1;
                 return;
@@ -587,7 +588,11 @@ mod tests {
         send(&p[0], t + Duration::from_secs(20), frame(B, A));
         assert_eq!(drain(p[2].to_client()), 1, "B aged out: flooded");
         assert!(sw.remove_port(p[0].id()));
-        assert!(sw.macs(t + Duration::from_secs(20)).iter().all(|e| e.port != p[0].id()));
+        assert!(
+            sw.macs(t + Duration::from_secs(20))
+                .iter()
+                .all(|e| e.port != p[0].id())
+        );
         assert!(!p[0].from_client().is_alive());
         assert!(!sw.remove_port(p[0].id()));
     }

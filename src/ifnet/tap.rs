@@ -397,11 +397,12 @@ fn pump(
                 match tap.read_frame(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
-                        let _ = from_host.send(now, buf[..n].to_vec(), &mut |v, at| {
-                            match wake.iter_mut().find(|(w, _)| *w == v) {
-                                Some((_, t)) => *t = (*t).min(at),
-                                None => wake.push((v, at)),
-                            }
+                        let _ = from_host.send(now, buf[..n].to_vec(), &mut |v, at| match wake
+                            .iter_mut()
+                            .find(|(w, _)| *w == v)
+                        {
+                            Some((_, t)) => *t = (*t).min(at),
+                            None => wake.push((v, at)),
                         });
                         if i % 64 == 0 {
                             for (v, at) in wake.drain(..) {

@@ -327,6 +327,14 @@ impl Wire {
         self.lock().alive
     }
 
+    /// The vnet that reads this wire, if a vnet does.
+    pub fn rx_owner(&self) -> Option<VnetId> {
+        match self.lock().rx {
+            Receiver::Vnet(v) => Some(v),
+            _ => None,
+        }
+    }
+
     /// Makes a switch port the reader of this wire: each frame sent on it
     /// enters the switch.
     pub fn set_switch_rx(&self, sw: Weak<Switch>, port: u32) {

@@ -2,6 +2,8 @@
 //! text; stopped (and its files removed) when dropped.
 #![allow(dead_code)]
 
+pub mod host;
+
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
