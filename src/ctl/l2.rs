@@ -417,7 +417,7 @@ impl Server {
             Place::Switch(sw) => format!("switch {:?}", sw.name()),
         };
         log::info!("capture of {what} started for uid {uid}");
-        let r = self.stream_capture(conn, id, &rx, count, snaplen, pcapng, &*alive);
+        let r = self.stream_capture(conn, id, &rx, (count, snaplen, pcapng), &*alive);
         for (w, id) in stages {
             w.remove_stage(id);
         }
@@ -438,9 +438,7 @@ impl Server {
         conn: &UnixStream,
         id: u64,
         rx: &std::sync::mpsc::Receiver<Record>,
-        count: Option<u64>,
-        snaplen: u32,
-        pcapng: bool,
+        (count, snaplen, pcapng): (Option<u64>, u32, bool),
         alive: &dyn Fn() -> bool,
     ) -> std::io::Result<u64> {
         // The reply first, as for any request.
