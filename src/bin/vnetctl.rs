@@ -607,7 +607,7 @@ fn request(cmd: Cmd, vnet: &str) -> (Op, Printer) {
                         },
                 },
         }) => (Op::LinkAddPort { vnet, name, switch }, Printer::Nothing),
-        Cmd::Switch(c) => return switch_request(c),
+        Cmd::Switch(c) => switch_request(c),
         Cmd::Filter(FilterCmd::Add {
             target: t,
             dir,
