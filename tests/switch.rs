@@ -278,3 +278,76 @@ fn bad_switch_requests_are_refused_and_change_nothing() {
     assert_eq!(eth0["running"], false, "{eth0}");
     fails(&["switch", "show", "br0"], "no such switch");
 }
+
+#[test]
+fn a_topology_file_makes_switches_and_ports_and_a_dump_applies_with_no_changes() {
+    let d = Vnetd::start(
+        "switch-topo",
+        r#"
+[switch.br0]
+mode = "hub"
+aging = 60
+
+[switch.br1]
+
+[vnet.a.link.eth0]
+type = "port"
+switch = "br0"
+up = true
+addr = ["10.7.0.1/24"]
+
+[vnet.b.link.eth0]
+type = "port"
+switch = "br0"
+up = true
+addr = ["10.7.0.2/24"]
+
+[vnet.b.link.eth1]
+type = "port"
+switch = "br1"
+"#,
+    );
+    ping_ok(&mut d.exec("a", &["ping", "-n", "-c", "1", "-W", "3", "10.7.0.2"]));
+    let dump = String::from_utf8(d.ctl_ok(&["dump"]).stdout).unwrap();
+    assert!(
+        dump.contains("[switch.br0]") && dump.contains("mode = \"hub\""),
+        "{dump}"
+    );
+    assert!(dump.contains("switch = \"br1\""), "{dump}");
+    let file = d.dir.join("dump.toml");
+    std::fs::write(&file, &dump).unwrap();
+    let again = d.ctl_ok(&["apply", file.to_str().unwrap()]);
+    assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), "no changes");
+    // A switch that leaves the file goes, with the interfaces on it first.
+    let less = dump.replace("[switch.br1]\n", "").replace(
+        "[vnet.b.link.eth1]\ntype = \"port\"\nswitch = \"br1\"\nup = false\n",
+        "",
+    );
+    assert!(!less.contains("br1"), "{less}");
+    std::fs::write(&file, &less).unwrap();
+    let changes = String::from_utf8(d.ctl_ok(&["apply", file.to_str().unwrap()]).stdout).unwrap();
+    assert_eq!(
+        changes.lines().collect::<Vec<_>>(),
+        ["-n b link del eth1", "switch del br1"],
+        "{changes}"
+    );
+    let o = d.ctl().args(["switch", "show", "br1"]).output().unwrap();
+    assert!(!o.status.success());
+    // A port on a switch the file does not have is refused with the reason.
+    std::fs::write(
+        &file,
+        "[vnet.c.link.eth0]\ntype = \"port\"\nswitch = \"nope\"\n",
+    )
+    .unwrap();
+    let o = d
+        .ctl()
+        .args(["apply", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("its switch \"nope\" is not in the file"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

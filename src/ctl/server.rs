@@ -680,7 +680,7 @@ impl Server {
                 "this request is not served here (filters need a newer vnetd)",
             )),
             Op::Dump => {
-                let t = topology::dump(&self.reg, uid, self.is_admin(uid));
+                let t = topology::dump(&self.reg, &self.switches, uid, self.is_admin(uid));
                 let text = toml::to_string_pretty(&t)
                     .map_err(|e| err(ErrorKind::Invalid, e.to_string()))?;
                 Ok(json!({ "toml": text }))
@@ -697,7 +697,7 @@ impl Server {
     pub fn apply(&self, text: &str, uid: u32) -> Result<Vec<String>, ErrorBody> {
         let want = topology::parse(text).map_err(|e| err(ErrorKind::BadRequest, e))?;
         let mut done = Vec::new();
-        let plan = topology::plan(&self.reg, &want, uid, self.is_admin(uid))
+        let plan = topology::plan(&self.reg, &self.switches, &want, uid, self.is_admin(uid))
             .map_err(|e| err(ErrorKind::Invalid, e))?;
         for op in plan {
             let line = topology::describe(&op);
@@ -745,6 +745,8 @@ impl Server {
                 n += r.vnets.len();
             }
         }
+        // Host ports close their devices.
+        self.switches.clear();
         self.rt().shutdown();
         n
     }

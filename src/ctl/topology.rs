@@ -21,6 +21,15 @@
 //! hosts = { web = ["10.0.0.2", "fd00::2"] }
 //! nameserver = ["10.0.0.53"]
 //! search = ["lab.example"]
+//!
+//! [switch.br0]                             # a switch, and host devices on it
+//! mode = "learning"                        # or "hub"
+//! aging = 300
+//! tap = ["vtap0"]                          # af_packet = ["eth1"]
+//!
+//! [vnet.green.link.eth0]
+//! type = "port"                            # an interface on a switch port
+//! switch = "br0"
 //! ```
 //!
 //! [`plan`] compares a file with the running state and lists the requests
@@ -34,6 +43,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::l2::Switches;
 use super::proto::Op;
 use crate::ifnet;
 use crate::stack::route::RouteKind;
@@ -48,6 +58,30 @@ pub struct Topology {
     /// The vnets, by name (`vnet0` may appear, to describe its links).
     #[serde(default)]
     pub vnet: BTreeMap<String, VnetSpec>,
+    /// The switches, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub switch: BTreeMap<String, SwitchSpec>,
+}
+
+/// One switch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchSpec {
+    /// `hub` or `learning` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ifnet::SwitchMode>,
+    /// MAC aging in seconds (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aging: Option<u64>,
+    /// Bound on the MAC table (default 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_macs: Option<usize>,
+    /// TAP devices plugged in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tap: Vec<String>,
+    /// Host interfaces plugged in through `AF_PACKET`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub af_packet: Vec<String>,
 }
 
 /// One vnet.
@@ -117,6 +151,9 @@ pub struct LinkSpec {
     /// For a TAP: the host-side name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// For a port: its switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch: Option<String>,
     /// MTU (default 1500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<usize>,
@@ -181,9 +218,16 @@ pub fn parse(text: &str) -> Result<Topology, String> {
                     return Err(format!("{at}: a {k} link needs host = \"NAME\""));
                 }
                 Some("tap" | "af_packet") | None => {}
+                Some("port") => match &l.switch {
+                    None => return Err(format!("{at}: a port needs switch = \"NAME\"")),
+                    Some(sw) if !t.switch.contains_key(sw) => {
+                        return Err(format!("{at}: its switch {sw:?} is not in the file"));
+                    }
+                    Some(_) => {}
+                },
                 Some(k) => {
                     return Err(format!(
-                        "{at}: type {k:?} is not one of \"epair\", \"tap\", \"af_packet\""
+                        "{at}: type {k:?} is not one of \"epair\", \"tap\", \"af_packet\", \"port\""
                     ));
                 }
             }
@@ -216,6 +260,7 @@ enum Shape {
     Epair(PeerSpec),
     Tap(String),
     AfPacket(String),
+    Port(String),
     Unknown,
 }
 
@@ -224,6 +269,9 @@ fn desired_shape(t: &Topology, vnet: &str, name: &str, l: &LinkSpec) -> Shape {
         (Some("epair"), Some(p), _) => Shape::Epair(p.clone()),
         (Some("tap"), _, Some(h)) => Shape::Tap(h.clone()),
         (Some("af_packet"), _, Some(h)) => Shape::AfPacket(h.clone()),
+        (Some("port"), _, _) if l.switch.is_some() => {
+            Shape::Port(l.switch.clone().unwrap_or_default())
+        }
         _ => t
             .vnet
             .iter()
@@ -246,8 +294,12 @@ fn desired_shape(t: &Topology, vnet: &str, name: &str, l: &LinkSpec) -> Shape {
 /// The running state of the vnets `uid` owns (an administrator: also `vnet0`),
 /// in the file's shape. An epair end whose other end is gone (or outside
 /// those vnets) is left out: it carries nothing.
-pub fn dump(reg: &Registry, uid: u32, admin: bool) -> Topology {
+pub fn dump(reg: &Registry, switches: &Switches, uid: u32, admin: bool) -> Topology {
     let mut t = state(reg, uid, admin);
+    t.switch = switch_state(switches, uid, admin)
+        .into_iter()
+        .map(|(n, (spec, _))| (n, spec))
+        .collect();
     for v in t.vnet.values_mut() {
         v.link.retain(|_, l| l.kind.as_deref() != Some(DEAD));
     }
@@ -338,6 +390,10 @@ fn state(reg: &Registry, uid: u32, admin: bool) -> Topology {
                     ls.kind = Some(l.kind.into());
                     ls.host = l.host.clone();
                 }
+                "port" => {
+                    ls.kind = Some("port".into());
+                    ls.switch = l.host.clone();
+                }
                 _ => {
                     let pair = ends.get(&l.link_id).cloned().unwrap_or_default();
                     let me = (vn.clone(), l.name.clone());
@@ -370,6 +426,125 @@ fn state(reg: &Registry, uid: u32, admin: bool) -> Topology {
     t
 }
 
+/// The switches `uid` owns (an administrator: all), in the file's shape,
+/// with the numbers of their host ports.
+fn switch_state(
+    switches: &Switches,
+    uid: u32,
+    admin: bool,
+) -> BTreeMap<String, (SwitchSpec, BTreeMap<(bool, String), u32>)> {
+    let mut out = BTreeMap::new();
+    for (name, e) in switches.all() {
+        if !admin && e.owner != uid {
+            continue;
+        }
+        let sw = &e.sw;
+        let mut spec = SwitchSpec {
+            mode: (sw.mode() != ifnet::SwitchMode::Learning).then(|| sw.mode()),
+            aging: (sw.aging() != ifnet::switch::DEFAULT_AGING).then(|| sw.aging().secs()),
+            max_macs: (sw.max_macs() != ifnet::switch::DEFAULT_MAX_MACS).then(|| sw.max_macs()),
+            ..SwitchSpec::default()
+        };
+        let mut ports = BTreeMap::new();
+        for p in sw.ports() {
+            match p.kind() {
+                ifnet::PortKind::Tap { host } => {
+                    spec.tap.push(host.clone());
+                    ports.insert((false, host.clone()), p.id());
+                }
+                ifnet::PortKind::Packet { host } => {
+                    spec.af_packet.push(host.clone());
+                    ports.insert((true, host.clone()), p.id());
+                }
+                ifnet::PortKind::Vnet { .. } => {}
+            }
+        }
+        out.insert(name, (spec, ports));
+    }
+    out
+}
+
+/// The switch requests of a plan: those to make before the links (new
+/// switches, changed settings, host ports) and those after the removals
+/// (host ports and switches that go).
+fn plan_switches(
+    switches: &Switches,
+    want: &Topology,
+    uid: u32,
+    admin: bool,
+) -> Result<(Vec<Op>, Vec<Op>), String> {
+    let have = switch_state(switches, uid, admin);
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    for (name, w) in &want.switch {
+        let h = match have.get(name) {
+            Some((h, _)) => h.clone(),
+            None if switches.get(name).is_some() => {
+                return Err(format!(
+                    "switch {name:?} exists and belongs to another user"
+                ));
+            }
+            None => {
+                before.push(Op::SwitchAdd {
+                    name: name.clone(),
+                    mode: w.mode,
+                    aging: w.aging,
+                    max_macs: w.max_macs,
+                });
+                SwitchSpec {
+                    mode: w.mode,
+                    aging: w.aging,
+                    max_macs: w.max_macs,
+                    ..SwitchSpec::default()
+                }
+            }
+        };
+        let norm = |m: Option<ifnet::SwitchMode>| m.unwrap_or(ifnet::SwitchMode::Learning);
+        let aging = |a: Option<u64>| a.unwrap_or(ifnet::switch::DEFAULT_AGING.secs());
+        let macs = |m: Option<usize>| m.unwrap_or(ifnet::switch::DEFAULT_MAX_MACS);
+        if norm(h.mode) != norm(w.mode)
+            || aging(h.aging) != aging(w.aging)
+            || macs(h.max_macs) != macs(w.max_macs)
+        {
+            before.push(Op::SwitchSet {
+                name: name.clone(),
+                mode: Some(norm(w.mode)),
+                aging: Some(aging(w.aging)),
+                max_macs: Some(macs(w.max_macs)),
+            });
+        }
+        for (kind, hs, ws) in [
+            ("tap", &h.tap, &w.tap),
+            ("af_packet", &h.af_packet, &w.af_packet),
+        ] {
+            for host in ws.iter().filter(|x| !hs.contains(x)) {
+                before.push(Op::SwitchPortAdd {
+                    switch: name.clone(),
+                    kind: kind.into(),
+                    host: host.clone(),
+                });
+            }
+        }
+    }
+    for (name, (h, ports)) in &have {
+        match want.switch.get(name) {
+            None => after.push(Op::SwitchDel { name: name.clone() }),
+            Some(w) => {
+                for (&(packet, ref host), &port) in ports {
+                    let wanted = if packet { &w.af_packet } else { &w.tap };
+                    if !wanted.contains(host) {
+                        after.push(Op::SwitchPortDel {
+                            switch: name.clone(),
+                            port,
+                        });
+                    }
+                }
+                let _ = h;
+            }
+        }
+    }
+    Ok((before, after))
+}
+
 /// The requests that make the running state of `uid`'s vnets match
 /// `want`, in an order that works: vnets (parents first), removals, links,
 /// their settings and addresses, routes, tunables. Vnets of other owners
@@ -377,7 +552,14 @@ fn state(reg: &Registry, uid: u32, admin: bool) -> Topology {
 ///
 /// # Errors
 /// A vnet that exists under another parent than the file says.
-pub fn plan(reg: &Registry, want: &Topology, uid: u32, admin: bool) -> Result<Vec<Op>, String> {
+pub fn plan(
+    reg: &Registry,
+    switches: &Switches,
+    want: &Topology,
+    uid: u32,
+    admin: bool,
+) -> Result<Vec<Op>, String> {
+    let (switch_first, switch_last) = plan_switches(switches, want, uid, admin)?;
     let have = state(reg, uid, admin);
     let empty = VnetSpec::default();
     let parent_of = |s: &VnetSpec| s.parent.clone().unwrap_or_else(|| "vnet0".into());
@@ -507,6 +689,11 @@ pub fn plan(reg: &Registry, want: &Topology, uid: u32, admin: bool) -> Result<Ve
                         vnet: vn.clone(),
                         name: ln.clone(),
                         host: h,
+                    }),
+                    Shape::Port(sw) => links.push(Op::LinkAddPort {
+                        vnet: vn.clone(),
+                        name: ln.clone(),
+                        switch: sw,
                     }),
                     Shape::Unknown => {}
                 }
@@ -653,6 +840,10 @@ pub fn plan(reg: &Registry, want: &Topology, uid: u32, admin: bool) -> Result<Ve
             });
         }
     }
+    // Switches before the links on them; removed ones once their links
+    // are gone.
+    ops.extend(switch_last);
+    ops.extend(switch_first);
     ops.extend(links);
     ops.extend(settings);
     ops.extend(routes);
@@ -742,6 +933,19 @@ pub fn describe(op: &Op) -> String {
             s
         }
         Op::RouteDel { vnet, dst } => format!("-n {vnet} route del {dst}"),
+        Op::SwitchAdd { name, mode, .. } => format!(
+            "switch add {name} --mode {}",
+            mode.unwrap_or(ifnet::SwitchMode::Learning)
+        ),
+        Op::SwitchSet { name, .. } => format!("switch set {name}"),
+        Op::SwitchDel { name } => format!("switch del {name}"),
+        Op::SwitchPortAdd { switch, kind, host } => {
+            format!("switch port add {switch} {kind} {host}")
+        }
+        Op::SwitchPortDel { switch, port } => format!("switch port del {switch} {port}"),
+        Op::LinkAddPort { vnet, name, switch } => {
+            format!("-n {vnet} link add {name} type port switch {switch}")
+        }
         Op::SysctlSet { vnet, key, value } => format!("-n {vnet} sysctl set {key}={value}"),
         other => format!("{other:?}"),
     }
