@@ -426,13 +426,17 @@ fn state(reg: &Registry, uid: u32, admin: bool) -> Topology {
     t
 }
 
+/// A switch's host ports, by (through `AF_PACKET`?, host name), with
+/// their numbers.
+type HostPorts = BTreeMap<(bool, String), u32>;
+
 /// The switches `uid` owns (an administrator: all), in the file's shape,
 /// with the numbers of their host ports.
 fn switch_state(
     switches: &Switches,
     uid: u32,
     admin: bool,
-) -> BTreeMap<String, (SwitchSpec, BTreeMap<(bool, String), u32>)> {
+) -> BTreeMap<String, (SwitchSpec, HostPorts)> {
     let mut out = BTreeMap::new();
     for (name, e) in switches.all() {
         if !admin && e.owner != uid {
