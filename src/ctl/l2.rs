@@ -18,6 +18,7 @@ use smoltcp::time::Duration;
 
 use super::proto::{ErrorBody, ErrorKind, Op, Target};
 use super::server::{Server, err, if_err};
+use crate::ifnet::bpf::{self, Check, Filter};
 use crate::ifnet::capture::{self, Record};
 use crate::ifnet::{self, Switch, SwitchMode, Wire};
 use crate::vnet::Vnet;
@@ -95,10 +96,199 @@ enum Place {
 impl Server {
     /// A frame matcher from a tcpdump expression.
     fn compile_matcher(&self, expr: &str) -> Result<capture::Matcher, ErrorBody> {
-        Err(err(
-            ErrorKind::Invalid,
-            format!("filter {expr:?}: expressions are not supported yet"),
-        ))
+        let p = bpf::compile(expr).map_err(|e| err(ErrorKind::Invalid, e.to_string()))?;
+        Ok(Arc::new(move |f: &[u8]| p.run(f) != 0))
+    }
+
+    /// The wire of `place` in direction `dir`: `out` is what the interface
+    /// (or the port's client) sends, `in` what it receives.
+    fn filter_wire(place: &Place, dir: &str) -> Result<Arc<Wire>, ErrorBody> {
+        let (tx, rx) = match place {
+            Place::Ifnet { tx, rx, .. } | Place::Port { tx, rx, .. } => (tx, rx),
+            Place::Switch(sw) => {
+                return Err(err(
+                    ErrorKind::Invalid,
+                    format!(
+                        "switch {:?}: filters go on a port (SWITCH:PORT), not on the whole switch",
+                        sw.name()
+                    ),
+                ));
+            }
+        };
+        match dir {
+            "out" => Ok(Arc::clone(tx)),
+            "in" => Ok(Arc::clone(rx)),
+            _ => Err(err(
+                ErrorKind::Invalid,
+                format!("direction {dir:?}: use in (received) or out (sent)"),
+            )),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn filter_add(
+        &self,
+        uid: u32,
+        at: &Target,
+        dir: &str,
+        name: Option<&str>,
+        expr: Option<&str>,
+        prog: Option<&str>,
+        allow_src: &[String],
+        allow_dst: &[String],
+        allow_mac: &[String],
+    ) -> Result<Value, ErrorBody> {
+        let place = self.place(uid, at)?;
+        let wire = Self::filter_wire(&place, dir)?;
+        let bad = |e: String| err(ErrorKind::Invalid, e);
+        let cidrs = |v: &[String], what: &str| -> Result<Vec<smoltcp::wire::IpCidr>, ErrorBody> {
+            v.iter()
+                .flat_map(|s| s.split(','))
+                .map(|s| {
+                    let s = s.trim();
+                    // A bare address is a host prefix.
+                    let full = if s.contains('/') {
+                        s.to_string()
+                    } else if s.contains(':') {
+                        format!("{s}/128")
+                    } else {
+                        format!("{s}/32")
+                    };
+                    full.parse()
+                        .map_err(|_| bad(format!("{what} {s:?} is not an address or prefix")))
+                })
+                .collect()
+        };
+        let mut checks = Vec::new();
+        let macs: Vec<smoltcp::wire::EthernetAddress> = allow_mac
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(|s| {
+                parse_mac(s.trim())
+                    .map(smoltcp::wire::EthernetAddress)
+                    .ok_or_else(|| {
+                        bad(format!("allow-mac {s:?} is not a MAC address (02:00:5e:00:00:01)"))
+                    })
+            })
+            .collect::<Result<_, ErrorBody>>()?;
+        let to_err = |e: bpf::BpfError| bad(e.to_string());
+        if !macs.is_empty() {
+            checks.push(Check::allow_mac(&macs).map_err(to_err)?);
+        }
+        let src = cidrs(allow_src, "allow-src")?;
+        if !src.is_empty() {
+            checks.push(Check::allow_src(&src).map_err(to_err)?);
+        }
+        let dst = cidrs(allow_dst, "allow-dst")?;
+        if !dst.is_empty() {
+            checks.push(Check::allow_dst(&dst).map_err(to_err)?);
+        }
+        if let Some(p) = prog {
+            checks.push(Check::from_text(p).map_err(to_err)?);
+        }
+        if let Some(e) = expr {
+            checks.push(Check::expression(e).map_err(to_err)?);
+        }
+        if checks.is_empty() {
+            return Err(bad(
+                "a filter needs something to check: an expression, a program, or --allow-src/--allow-dst/--allow-mac".into(),
+            ));
+        }
+        let existing = wire.reports();
+        let name = match name {
+            Some(n) => {
+                if n.is_empty() || n.len() > 32 || !n.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(bad(format!("filter name {n:?} is invalid (1 to 32 printable characters)")));
+                }
+                if existing.iter().any(|(_, r)| r.name == n) {
+                    return Err(err(
+                        ErrorKind::Exists,
+                        format!("{}: a filter {n:?} exists in direction {dir}", describe(&place)),
+                    ));
+                }
+                n.to_string()
+            }
+            None => (1..)
+                .map(|i| format!("f{i}"))
+                .find(|n| !existing.iter().any(|(_, r)| &r.name == n))
+                .unwrap_or_default(),
+        };
+        let (filter, _) = Filter::new(name.clone(), checks);
+        wire.push_stage(Box::new(filter));
+        log::info!("{}: filter {name:?} added ({dir}) by uid {uid}", describe(&place));
+        Ok(json!({ "name": name }))
+    }
+
+    fn filter_del(&self, uid: u32, at: &Target, dir: &str, name: &str) -> Result<Value, ErrorBody> {
+        let place = self.place(uid, at)?;
+        let wire = Self::filter_wire(&place, dir)?;
+        let id = wire
+            .reports()
+            .into_iter()
+            .find(|(_, r)| r.name == name)
+            .map(|(id, _)| id)
+            .ok_or_else(|| {
+                err(
+                    ErrorKind::NotFound,
+                    format!("{}: no filter {name:?} in direction {dir}", describe(&place)),
+                )
+            })?;
+        wire.remove_stage(id);
+        Ok(Value::Null)
+    }
+
+    fn filter_show(&self, uid: u32, at: &Target) -> Result<Value, ErrorBody> {
+        // Every interface of a vnet, or every port of a switch, or one.
+        let places: Vec<Place> = match (&at.vnet, &at.dev, &at.switch, at.port) {
+            (vnet, None, None, None) => {
+                let vname = vnet.as_deref().unwrap_or("vnet0");
+                let v = self.owned_vnet(uid, vname)?;
+                let names = v.enter(ifnet::list).map_err(|e| if_err(vname, e))?;
+                names
+                    .into_iter()
+                    .filter(|l| l.kind != "loopback")
+                    .filter_map(|l| {
+                        let t = Target {
+                            vnet: Some(vname.to_string()),
+                            dev: Some(l.name),
+                            ..Target::default()
+                        };
+                        self.place(uid, &t).ok()
+                    })
+                    .collect()
+            }
+            (None, None, Some(sw), None) => {
+                let s = self.switch_owned(uid, sw)?;
+                s.ports()
+                    .iter()
+                    .filter_map(|p| {
+                        let t = Target {
+                            switch: Some(sw.clone()),
+                            port: Some(p.id()),
+                            ..Target::default()
+                        };
+                        self.place(uid, &t).ok()
+                    })
+                    .collect()
+            }
+            _ => vec![self.place(uid, at)?],
+        };
+        let mut rows = Vec::new();
+        for place in &places {
+            for dir in ["in", "out"] {
+                let Ok(w) = Self::filter_wire(place, dir) else {
+                    continue;
+                };
+                for (_, r) in w.reports() {
+                    rows.push(json!({
+                        "at": describe(place), "dir": dir, "name": r.name,
+                        "description": r.description, "passed": r.passed,
+                        "drops": r.drops.iter().map(|(reason, n)| json!({"reason": reason, "n": n})).collect::<Vec<_>>(),
+                    }));
+                }
+            }
+        }
+        Ok(Value::Array(rows))
     }
 
     fn switch_entry(&self, name: &str) -> Result<SwitchEntry, ErrorBody> {
@@ -227,6 +417,28 @@ impl Server {
                     }
                 }
             }),
+            Op::FilterAdd {
+                at,
+                dir,
+                name,
+                expr,
+                bpf,
+                allow_src,
+                allow_dst,
+                allow_mac,
+            } => self.filter_add(
+                uid,
+                at,
+                dir,
+                name.as_deref(),
+                expr.as_deref(),
+                bpf.as_deref(),
+                allow_src,
+                allow_dst,
+                allow_mac,
+            ),
+            Op::FilterDel { at, dir, name } => self.filter_del(uid, at, dir, name),
+            Op::FilterShow { at } => self.filter_show(uid, at),
             Op::LinkAddPort {
                 vnet,
                 name,
@@ -411,11 +623,7 @@ impl Server {
             }
         };
         drop(sink);
-        let what = match &place {
-            Place::Ifnet { vnet, dev, .. } => format!("vnet {:?} interface {dev}", vnet.name()),
-            Place::Port { sw, port, .. } => format!("switch {:?} port {port}", sw.name()),
-            Place::Switch(sw) => format!("switch {:?}", sw.name()),
-        };
+        let what = describe(&place);
         log::info!("capture of {what} started for uid {uid}");
         let r = self.stream_capture(conn, id, &rx, (count, snaplen, pcapng), &*alive);
         for (w, id) in stages {
@@ -527,6 +735,31 @@ impl Server {
         let _ = watcher.join();
         result
     }
+}
+
+/// How a place is named in messages and listings.
+fn describe(place: &Place) -> String {
+    match place {
+        Place::Ifnet { vnet, dev, .. } => format!("{} {dev}", vnet.name()),
+        Place::Port { sw, port, .. } => format!("{}:{port}", sw.name()),
+        Place::Switch(sw) => format!("switch {}", sw.name()),
+    }
+}
+
+/// `02:00:5e:00:00:01` (or with dashes).
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut b = [0u8; 6];
+    for (o, p) in b.iter_mut().zip(parts) {
+        if p.is_empty() || p.len() > 2 {
+            return None;
+        }
+        *o = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(b)
 }
 
 /// The capture file being written: pcap or pcapng, by the `pcap-file` crate.
