@@ -907,7 +907,10 @@ mod tests {
         let p: Program = "4\n40 0 0 12\n21 0 1 2048\n6 0 0 65535\n6 0 0 0\n"
             .parse()
             .unwrap();
-        assert_eq!(p.to_string(), "4\n40 0 0 12\n21 0 1 2048\n6 0 0 65535\n6 0 0 0\n");
+        assert_eq!(
+            p.to_string(),
+            "4\n40 0 0 12\n21 0 1 2048\n6 0 0 65535\n6 0 0 0\n"
+        );
         assert_eq!(p.to_line(), "4,40 0 0 12,21 0 1 2048,6 0 0 65535,6 0 0 0");
         assert_eq!(Program::from_text(&p.to_line()).unwrap(), p);
         let q = Program::from_text("2; 0x28 0 0 0xc; 6 0 0 -1").unwrap();

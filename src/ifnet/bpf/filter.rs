@@ -64,7 +64,18 @@ impl Check {
     /// # Errors
     /// The list is too long for one program.
     pub fn allow_mac(macs: &[EthernetAddress]) -> Result<Check, BpfError> {
-        let text = format!("allow-mac {}", join(macs));
+        let text = macs
+            .iter()
+            .map(|m| {
+                let b = m.as_bytes();
+                format!(
+                    "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                    b[0], b[1], b[2], b[3], b[4], b[5]
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let text = format!("allow-mac {text}");
         Ok(Check::new(Check::MAC, text, super::allow_mac(macs)?))
     }
 

@@ -220,7 +220,11 @@ pub fn allow_mac(macs: &[EthernetAddress]) -> Result<Program, BpfError> {
     for mac in macs {
         let b = mac.as_bytes();
         s.alternative(&[
-            Cmp::word(ETH_SRC, u32::MAX, u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+            Cmp::word(
+                ETH_SRC,
+                u32::MAX,
+                u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+            ),
             Cmp {
                 size: H,
                 off: ETH_SRC + 4,
