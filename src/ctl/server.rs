@@ -677,7 +677,7 @@ impl Server {
             | Op::FilterShow { .. }
             | Op::Capture { .. } => Err(err(
                 ErrorKind::BadRequest,
-                "this request is not served here (filters need a newer vnetd)",
+                "this request is not served here",
             )),
             Op::Dump => {
                 let t = topology::dump(&self.reg, &self.switches, uid, self.is_admin(uid));

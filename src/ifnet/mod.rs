@@ -17,6 +17,7 @@
 //!
 //! The per-vnet table of interfaces is the [`IfnetTable`] subsystem.
 
+pub mod bpf;
 pub mod capture;
 pub mod packet;
 pub mod switch;
