@@ -15,7 +15,9 @@ use daemon::{TWO_HOSTS, Vnetd};
 /// A vnet with interface eth0 on `switch`, up, with `addrs`.
 fn on_switch(d: &Vnetd, vnet: &str, switch: &str, addrs: &[&str]) {
     d.ctl_ok(&["vnet", "add", vnet]);
-    d.ctl_ok(&["-n", vnet, "link", "add", "eth0", "type", "port", "switch", switch]);
+    d.ctl_ok(&[
+        "-n", vnet, "link", "add", "eth0", "type", "port", "switch", switch,
+    ]);
     d.ctl_ok(&["-n", vnet, "link", "set", "eth0", "up"]);
     for a in addrs {
         d.ctl_ok(&["-n", vnet, "addr", "add", a, "dev", "eth0"]);
@@ -40,9 +42,13 @@ fn port_of(d: &Vnetd, switch: &str, vnet: &str) -> String {
         .to_string()
 }
 
-/// Drops counted for `reason` by the filter `name` listed at `target`.
+/// Drops counted for `reason` by the filter `name` listed at `target`
+/// (`-n VNET IF` or `SWITCH:PORT`).
 fn drops(d: &Vnetd, target: &str, name: &str, reason: &str) -> u64 {
-    let v = json(d, &["filter", "show", target]);
+    let mut args: Vec<&str> = target.split(' ').collect();
+    let t = args.pop().unwrap();
+    args.extend(["filter", "show", t]);
+    let v = json(d, &args);
     let f = v
         .as_array()
         .unwrap()
@@ -104,7 +110,15 @@ fn a_port_policy_drops_a_forged_source_and_counts_it_while_legitimate_traffic_fl
         .unwrap()
         .to_string();
     d.ctl_ok(&[
-        "filter", "add", &pa, "out", "--name", "spoof", "--allow-src", "10.6.0.1", "--allow-mac",
+        "filter",
+        "add",
+        &pa,
+        "out",
+        "--name",
+        "spoof",
+        "--allow-src",
+        "10.6.0.1",
+        "--allow-mac",
         &mac,
     ]);
     let sink = Bg::spawn({
@@ -116,11 +130,21 @@ fn a_port_policy_drops_a_forged_source_and_counts_it_while_legitimate_traffic_fl
         stack_sockets(&d, "b") >= 1
     });
     let st = d
-        .exec("a", &["python3", "-c", UDP_SEND, "10.6.0.2", "10.6.0.66", "10.6.0.1"])
+        .exec(
+            "a",
+            &[
+                "python3",
+                "-c",
+                UDP_SEND,
+                "10.6.0.2",
+                "10.6.0.66",
+                "10.6.0.1",
+            ],
+        )
         .status()
         .unwrap();
     assert!(st.success());
-    let out = sink.0.wait_with_output_owned();
+    let out = sink.stdout();
     assert_eq!(
         out.trim(),
         "10.6.0.1#0 10.6.0.1#1 10.6.0.1#2",
@@ -130,14 +154,23 @@ fn a_port_policy_drops_a_forged_source_and_counts_it_while_legitimate_traffic_fl
     assert_eq!(drops(&d, &pa, "spoof", "source MAC not allowed"), 0);
     // Legitimate TCP flows through the filter too.
     let ping = d
-        .exec("a", &["ping", "-n", "-c", "2", "-i", "0.2", "-W", "3", "10.6.0.2"])
+        .exec(
+            "a",
+            &["ping", "-n", "-c", "2", "-i", "0.2", "-W", "3", "10.6.0.2"],
+        )
         .output()
         .unwrap();
-    assert!(ping.status.success(), "{}", String::from_utf8_lossy(&ping.stdout));
+    assert!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
     // The listing says what the filter is.
     let text = String::from_utf8(d.ctl_ok(&["filter", "show", &pa]).stdout).unwrap();
     assert!(
-        text.contains("spoof") && text.contains("allow-src 10.6.0.1/32") && text.contains("source IP not allowed"),
+        text.contains("spoof")
+            && text.contains("allow-src 10.6.0.1/32")
+            && text.contains("source IP not allowed"),
         "{text}"
     );
     // Removed, the forged datagrams go through.
@@ -153,32 +186,28 @@ fn a_port_policy_drops_a_forged_source_and_counts_it_while_legitimate_traffic_fl
     d.exec("a", &["python3", "-c", UDP_SEND, "10.6.0.2", "10.6.0.66"])
         .status()
         .unwrap();
-    assert_eq!(
-        sink.0.wait_with_output_owned().trim(),
-        "10.6.0.66#0 10.6.0.66#1 10.6.0.66#2"
-    );
-}
-
-trait Owned {
-    fn wait_with_output_owned(self) -> String;
-}
-
-impl Owned for std::process::Child {
-    fn wait_with_output_owned(self) -> String {
-        let o = self.wait_with_output().unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
+    assert_eq!(sink.stdout().trim(), "10.6.0.66#0 10.6.0.66#1 10.6.0.66#2");
 }
 
 fn tshark(file: &Path, fields: &[&str], filter: &str) -> Vec<String> {
     let mut c = Command::new("tshark");
-    c.arg("-n").arg("-r").arg(file).args(["-T", "fields", "-Y", filter]);
+    c.arg("-n")
+        .arg("-r")
+        .arg(file)
+        .args(["-T", "fields", "-Y", filter]);
     for f in fields {
         c.args(["-e", f]);
     }
     let o = c.output().expect("tshark");
-    assert!(o.status.success(), "tshark: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect()
+    assert!(
+        o.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 fn capture(d: &Vnetd, args: &[&str], file: &Path) -> Bg {
@@ -201,14 +230,37 @@ fn a_receive_filter_asking_for_another_clients_traffic_gets_none_of_it() {
     on_switch(&d, "c", "hub0", &["10.6.0.3/24"]);
     let pc = format!("hub0:{}", port_of(&d, "hub0", "c"));
     // c asks for b's traffic (its own receive filter)...
-    d.ctl_ok(&["-n", "c", "filter", "add", "eth0", "in", "--name", "mine", "-f", "arp or ip host 10.6.0.2"]);
+    d.ctl_ok(&[
+        "-n",
+        "c",
+        "filter",
+        "add",
+        "eth0",
+        "in",
+        "--name",
+        "mine",
+        "-f",
+        "arp or ip host 10.6.0.2",
+    ]);
     // ...but the switch's owner lets c's port deliver only what is for c.
-    d.ctl_ok(&["filter", "add", &pc, "in", "--name", "policy", "--allow-dst", "10.6.0.3"]);
+    d.ctl_ok(&[
+        "filter",
+        "add",
+        &pc,
+        "in",
+        "--name",
+        "policy",
+        "--allow-dst",
+        "10.6.0.3",
+    ]);
     let file = d.dir.join("c.pcap");
     let cap = capture(&d, &["-n", "c", "eth0"], &file);
     let ping = |n: &str| {
         let o = d
-            .exec("a", &["ping", "-n", "-c", n, "-i", "0.1", "-W", "3", "10.6.0.2"])
+            .exec(
+                "a",
+                &["ping", "-n", "-c", n, "-i", "0.1", "-W", "3", "10.6.0.2"],
+            )
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
@@ -230,7 +282,10 @@ fn a_receive_filter_asking_for_another_clients_traffic_gets_none_of_it() {
     ping("5");
     drop(cap);
     let seen = tshark(&file2, &["ip.src", "ip.dst"], "icmp");
-    assert!(seen.iter().filter(|l| *l == "10.6.0.1\t10.6.0.2").count() >= 5, "{seen:?}");
+    assert!(
+        seen.iter().filter(|l| *l == "10.6.0.1\t10.6.0.2").count() >= 5,
+        "{seen:?}"
+    );
     // c's own filter counted what it refused (none of a's pings are for
     // b's address alone... all are: it refused nothing of them), and the
     // listing of c's interfaces shows it.
@@ -262,7 +317,10 @@ fn a_capture_with_a_filter_expression_holds_the_tcp_handshake_and_pipes_into_tcp
         c
     });
     wait_for("blue's listener", Duration::from_secs(20), || {
-        json(&d, &["-n", "blue", "stats"])["sockets"].as_u64().unwrap() >= 1
+        json(&d, &["-n", "blue", "stats"])["sockets"]
+            .as_u64()
+            .unwrap()
+            >= 1
     });
     let st = d
         .exec("red", &["nc", "-N", "10.0.0.2", "7000"])
@@ -287,10 +345,13 @@ fn a_capture_with_a_filter_expression_holds_the_tcp_handshake_and_pipes_into_tcp
     let all = tshark(&file, &["frame.number"], "not (tcp.port == 7000)");
     assert!(all.is_empty(), "{all:?}");
     // tcpdump read the live stream: three frames, the first a SYN.
-    let out = pipe.0.wait_with_output_owned();
+    let out = pipe.stdout();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
-    assert!(lines[0].contains("10.0.0.1.") && lines[0].contains("Flags [S]"), "{out}");
+    assert!(
+        lines[0].contains("10.0.0.1.") && lines[0].contains("Flags [S]"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -302,19 +363,104 @@ fn bad_filters_are_refused_with_a_reason_and_change_nothing() {
         let e = String::from_utf8_lossy(&o.stderr);
         assert!(e.contains(want), "{args:?}: {e}");
     };
-    fails(&["-n", "red", "filter", "add", "eth0", "out", "-f", "ip and and"], "syntax error");
-    fails(&["-n", "red", "filter", "add", "eth0", "out", "--bpf", "1,6 0 0 0,6 0 0 0"], "");
-    fails(&["-n", "red", "filter", "add", "eth0", "out", "--bpf", "1,21 5 0 1"], "jump");
-    fails(&["-n", "red", "filter", "add", "eth0", "out", "--allow-src", "10.0.0.300"], "not an address");
-    fails(&["-n", "red", "filter", "add", "eth0", "out", "--allow-mac", "zz:00"], "not a MAC");
-    fails(&["-n", "red", "filter", "add", "eth0", "sideways", "-f", "ip"], "use in");
-    fails(&["-n", "red", "filter", "add", "eth0", "out"], "needs something to check");
-    fails(&["-n", "red", "filter", "add", "lo0", "out", "-f", "ip"], "loopback");
-    fails(&["-n", "red", "filter", "add", "eth7", "out", "-f", "ip"], "no such interface");
-    fails(&["-n", "red", "filter", "del", "eth0", "out", "f1"], "no filter");
-    fails(&["capture", "-n", "red", "eth0", "-f", "tcp port", "-c", "1"], "syntax error");
-    d.ctl_ok(&["-n", "red", "filter", "add", "eth0", "out", "--name", "x", "-f", "ip"]);
-    fails(&["-n", "red", "filter", "add", "eth0", "out", "--name", "x", "-f", "ip"], "exists");
+    fails(
+        &[
+            "-n",
+            "red",
+            "filter",
+            "add",
+            "eth0",
+            "out",
+            "-f",
+            "ip and and",
+        ],
+        "syntax error",
+    );
+    fails(
+        &[
+            "-n",
+            "red",
+            "filter",
+            "add",
+            "eth0",
+            "out",
+            "--bpf",
+            "1,6 0 0 0,6 0 0 0",
+        ],
+        "",
+    );
+    fails(
+        &[
+            "-n",
+            "red",
+            "filter",
+            "add",
+            "eth0",
+            "out",
+            "--bpf",
+            "1,21 5 0 1",
+        ],
+        "jump",
+    );
+    fails(
+        &[
+            "-n",
+            "red",
+            "filter",
+            "add",
+            "eth0",
+            "out",
+            "--allow-src",
+            "10.0.0.300",
+        ],
+        "not an address",
+    );
+    fails(
+        &[
+            "-n",
+            "red",
+            "filter",
+            "add",
+            "eth0",
+            "out",
+            "--allow-mac",
+            "zz:00",
+        ],
+        "not a MAC",
+    );
+    fails(
+        &["-n", "red", "filter", "add", "eth0", "sideways", "-f", "ip"],
+        "use in",
+    );
+    fails(
+        &["-n", "red", "filter", "add", "eth0", "out"],
+        "needs something to check",
+    );
+    fails(
+        &["-n", "red", "filter", "add", "lo0", "out", "-f", "ip"],
+        "loopback",
+    );
+    fails(
+        &["-n", "red", "filter", "add", "eth7", "out", "-f", "ip"],
+        "no such interface",
+    );
+    fails(
+        &["-n", "red", "filter", "del", "eth0", "out", "f1"],
+        "no filter",
+    );
+    fails(
+        &["capture", "-n", "red", "eth0", "-f", "tcp port", "-c", "1"],
+        "syntax error",
+    );
+    d.ctl_ok(&[
+        "-n", "red", "filter", "add", "eth0", "out", "--name", "x", "-f", "ip",
+    ]);
+    fails(
+        &[
+            "-n", "red", "filter", "add", "eth0", "out", "--name", "x", "-f", "ip",
+        ],
+        "exists",
+    );
     // Only the one good filter is there, and traffic (ARP is not IP) is
     // dropped by it and counted: the filter is live.
     let v = json(&d, &["-n", "red", "filter", "show"]);
@@ -324,7 +470,7 @@ fn bad_filters_are_refused_with_a_reason_and_change_nothing() {
         .output()
         .unwrap();
     assert!(!o.status.success(), "ARP should be filtered out");
-    assert!(drops(&d, "eth0", "x", "filter expression not matched") >= 1);
+    assert!(drops(&d, "-n red eth0", "x", "filter expression not matched") >= 1);
     // Other users cannot touch red's filters.
     let o = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -334,14 +480,17 @@ fn bad_filters_are_refused_with_a_reason_and_change_nothing() {
         .args(["-n", "red", "filter", "del", "eth0", "out", "x"])
         .output();
     if let Ok(o) = o
-        && unsafe_root()
+        && is_root()
     {
         assert!(!o.status.success());
-        assert!(String::from_utf8_lossy(&o.stderr).contains("belongs to"), "{o:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("belongs to"),
+            "{o:?}"
+        );
     }
 }
 
-fn unsafe_root() -> bool {
+fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()

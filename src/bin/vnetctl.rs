@@ -965,20 +965,24 @@ fn print(p: &Printer, v: &Value, json: bool) {
         }
         Printer::Filters => {
             for x in rows() {
+                let mut total = 0;
                 let drops: Vec<String> = x["drops"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(|d| format!("{} {}", s(d, "n"), s(d, "reason")))
+                    .filter(|d| d["n"].as_u64().unwrap_or(0) > 0)
+                    .map(|d| {
+                        total += d["n"].as_u64().unwrap_or(0);
+                        format!("{} {}", s(d, "n"), s(d, "reason"))
+                    })
                     .collect();
                 println!(
-                    "{} {} {}: {}  passed {} dropped {}{}",
+                    "{} {} {}: {}  passed {} dropped {total}{}",
                     s(&x, "at"),
                     s(&x, "dir"),
                     s(&x, "name"),
                     s(&x, "description"),
                     s(&x, "passed"),
-                    drops.len(),
                     if drops.is_empty() {
                         String::new()
                     } else {

@@ -167,7 +167,9 @@ impl Server {
                 parse_mac(s.trim())
                     .map(smoltcp::wire::EthernetAddress)
                     .ok_or_else(|| {
-                        bad(format!("allow-mac {s:?} is not a MAC address (02:00:5e:00:00:01)"))
+                        bad(format!(
+                            "allow-mac {s:?} is not a MAC address (02:00:5e:00:00:01)"
+                        ))
                     })
             })
             .collect::<Result<_, ErrorBody>>()?;
@@ -198,12 +200,17 @@ impl Server {
         let name = match name {
             Some(n) => {
                 if n.is_empty() || n.len() > 32 || !n.bytes().all(|b| b.is_ascii_graphic()) {
-                    return Err(bad(format!("filter name {n:?} is invalid (1 to 32 printable characters)")));
+                    return Err(bad(format!(
+                        "filter name {n:?} is invalid (1 to 32 printable characters)"
+                    )));
                 }
                 if existing.iter().any(|(_, r)| r.name == n) {
                     return Err(err(
                         ErrorKind::Exists,
-                        format!("{}: a filter {n:?} exists in direction {dir}", describe(&place)),
+                        format!(
+                            "{}: a filter {n:?} exists in direction {dir}",
+                            describe(&place)
+                        ),
                     ));
                 }
                 n.to_string()
@@ -215,7 +222,10 @@ impl Server {
         };
         let (filter, _) = Filter::new(name.clone(), checks);
         wire.push_stage(Box::new(filter));
-        log::info!("{}: filter {name:?} added ({dir}) by uid {uid}", describe(&place));
+        log::info!(
+            "{}: filter {name:?} added ({dir}) by uid {uid}",
+            describe(&place)
+        );
         Ok(json!({ "name": name }))
     }
 
@@ -230,7 +240,10 @@ impl Server {
             .ok_or_else(|| {
                 err(
                     ErrorKind::NotFound,
-                    format!("{}: no filter {name:?} in direction {dir}", describe(&place)),
+                    format!(
+                        "{}: no filter {name:?} in direction {dir}",
+                        describe(&place)
+                    ),
                 )
             })?;
         wire.remove_stage(id);

@@ -88,6 +88,16 @@ impl Bg {
         Bg(c.stdin(Stdio::null()).spawn().expect("spawn"))
     }
 
+    /// Reads the program's piped stdout to its end, then reaps it.
+    pub fn stdout(mut self) -> String {
+        let mut s = String::new();
+        if let Some(mut o) = self.0.stdout.take() {
+            let _ = std::io::Read::read_to_string(&mut o, &mut s);
+        }
+        let _ = self.0.wait();
+        s
+    }
+
     /// Waits for the program, failing the test after `limit`.
     pub fn wait(mut self, limit: Duration) -> std::process::ExitStatus {
         let t0 = Instant::now();
