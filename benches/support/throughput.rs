@@ -44,10 +44,23 @@ pub fn world(
     workers: usize,
     bufsize: usize,
 ) -> (Arc<Registry>, Arc<Vnet>, Arc<Vnet>, Realtime) {
+    world_joined(mtu, workers, bufsize, &|red, blue| {
+        ifnet::epair(red, "eth0", blue, "eth0").expect("epair")
+    })
+}
+
+/// The same two vnets, their `eth0`s made by `join` (an epair, ports of a
+/// switch).
+pub fn world_joined(
+    mtu: usize,
+    workers: usize,
+    bufsize: usize,
+    join: &dyn Fn(&Arc<Vnet>, &Arc<Vnet>),
+) -> (Arc<Registry>, Arc<Vnet>, Arc<Vnet>, Realtime) {
     let reg = Registry::new(u64::from(std::process::id()));
     let red = reg.create("red", None, 0).expect("create red");
     let blue = reg.create("blue", None, 0).expect("create blue");
-    ifnet::epair(&red, "eth0", &blue, "eth0").expect("epair");
+    join(&red, &blue);
     setup(&red, "10.0.0.1/24", "fd00::1/64", mtu, bufsize);
     setup(&blue, "10.0.0.2/24", "fd00::2/64", mtu, bufsize);
     let mut rt = Realtime::start(workers);
