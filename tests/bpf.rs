@@ -492,17 +492,23 @@ fn a_filter_on_a_wire_drops_with_the_first_failing_checks_reason() {
     wire.push_stage(Box::new(filter));
     let now = Instant::from_millis(0);
     let ok = tcp4([10, 1, 0, 5], [1, 1, 1, 1]);
-    assert!(wire.send(now, ok.clone()).is_ok());
-    assert!(wire.send(now, ok).is_ok());
+    assert!(wire.send(now, ok.clone(), &mut |_, _| ()).is_ok());
+    assert!(wire.send(now, ok, &mut |_, _| ()).is_ok());
     let mut wrong_mac = tcp4([10, 1, 0, 5], [1, 1, 1, 1]);
     wrong_mac[6..12].copy_from_slice(&MAC_B);
-    assert_eq!(wire.send(now, wrong_mac), Err(TxDrop::Stage(Check::MAC)));
     assert_eq!(
-        wire.send(now, tcp4([10, 9, 0, 5], [1, 1, 1, 1])),
+        wire.send(now, wrong_mac, &mut |_, _| ()),
+        Err(TxDrop::Stage(Check::MAC))
+    );
+    assert_eq!(
+        wire.send(now, tcp4([10, 9, 0, 5], [1, 1, 1, 1]), &mut |_, _| ()),
         Err(TxDrop::Stage(Check::SRC))
     );
     let dns = ipv4([10, 1, 0, 5], [1, 1, 1, 1], 17, &[0, 53, 0, 53, 0, 8, 0, 0]);
-    assert_eq!(wire.send(now, dns), Err(TxDrop::Stage(Check::EXPRESSION)));
+    assert_eq!(
+        wire.send(now, dns, &mut |_, _| ()),
+        Err(TxDrop::Stage(Check::EXPRESSION))
+    );
 
     assert_eq!(handle.name(), "tap0 out");
     assert_eq!(handle.passed(), 2);
