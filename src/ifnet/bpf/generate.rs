@@ -6,7 +6,8 @@
 //! without a VLAN tag, so a tagged frame (ethertype 0x8100) is rejected.
 //!
 //! Every program has the same shape: a dispatch on the ethertype that jumps
-//! (`ja`, whose offset has 32 bits) to one section per family, and in each
+//! to one section per family (through a `ja`, whose offset has 32 bits,
+//! when a section is too far for a conditional jump), and in each
 //! section a run of alternatives, each a few comparisons ending in its own
 //! `ret #-1`, with a mismatch skipping to the next alternative. Conditional
 //! jumps thus stay within one alternative (their offsets have 8 bits), so a
@@ -190,17 +191,34 @@ fn v6_section(off: u32, v6: &[([u8; 16], u8)], extra: &[([u8; 16], u8)]) -> Vec<
 }
 
 /// Joins sections behind a dispatch on the ethertype; other ethertypes are
-/// rejected.
+/// rejected. A section within reach of a conditional jump (255
+/// instructions) is jumped to directly, a farther one through a `ja`.
 fn dispatch(sections: Vec<(u32, Vec<Insn>)>) -> Result<Program, BpfError> {
-    let head = 1 + 2 * sections.len() + 1;
-    let mut out = vec![Insn::stmt(LD | H | ABS, ETH_TYPE)];
-    let mut start = head;
-    for (ethertype, body) in &sections {
-        out.push(Insn::jump(JMP | JEQ | K, *ethertype, 0, 1));
-        let ja = out.len();
-        out.push(Insn::stmt(JMP | JA, (start - (ja + 1)) as u32));
-        start += body.len();
-    }
+    let mut far = vec![false; sections.len()];
+    let out = loop {
+        let head = 2 + sections.len() + far.iter().filter(|f| **f).count();
+        let mut out = vec![Insn::stmt(LD | H | ABS, ETH_TYPE)];
+        let mut start = head;
+        let mut grew = false;
+        for (i, (ethertype, body)) in sections.iter().enumerate() {
+            let at = out.len();
+            if far[i] {
+                out.push(Insn::jump(JMP | JEQ | K, *ethertype, 0, 1));
+                out.push(Insn::stmt(JMP | JA, (start - (at + 2)) as u32));
+            } else if let Ok(skip) = u8::try_from(start - (at + 1)) {
+                out.push(Insn::jump(JMP | JEQ | K, *ethertype, skip, 0));
+            } else {
+                far[i] = true;
+                grew = true;
+                break;
+            }
+            start += body.len();
+        }
+        if !grew {
+            break out;
+        }
+    };
+    let mut out = out;
     out.push(Insn::stmt(RET | K, 0));
     for (_, body) in sections {
         out.extend(body);
@@ -332,6 +350,29 @@ mod tests {
         assert_eq!(p.run(&frame), ACCEPT, "the 800th address");
         let too_many: Vec<EthernetAddress> = (0..1000).map(|_| EthernetAddress([2; 6])).collect();
         assert!(matches!(allow_mac(&too_many), Err(BpfError::TooLong(_))));
+    }
+
+    #[test]
+    fn far_sections_are_reached_through_ja() {
+        let many: Vec<IpCidr> = (0..100u8)
+            .map(|i| IpCidr::new(std::net::Ipv4Addr::new(10, i, 0, 0).into(), 16))
+            .chain([IpCidr::new(std::net::Ipv6Addr::LOCALHOST.into(), 128)])
+            .collect();
+        let p = allow_src(&many).unwrap();
+        let ja = p.insns().iter().filter(|i| i.code == JMP | JA).count();
+        assert_eq!(
+            ja, 2,
+            "the IPv4 and IPv6 sections lie behind the long ARP one"
+        );
+        let mut frame = vec![0u8; 54];
+        frame[12..14].copy_from_slice(&[0x86, 0xdd]);
+        frame[22 + 15] = 1;
+        assert_eq!(p.run(&frame), ACCEPT, "::1 reached past both IPv4 sections");
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+        frame[26..30].copy_from_slice(&[10, 99, 3, 4]);
+        assert_eq!(p.run(&frame), ACCEPT);
+        frame[26..30].copy_from_slice(&[10, 100, 3, 4]);
+        assert_eq!(p.run(&frame), 0);
     }
 
     #[test]
