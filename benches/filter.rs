@@ -41,21 +41,30 @@ fn tcp_frame(src: [u8; 4]) -> Vec<u8> {
     f
 }
 
-/// Nanoseconds per call of `f` over `n` calls, per round.
-fn time(rounds: usize, n: u32, mut f: impl FnMut() -> u32) -> Vec<f64> {
+/// A measurement: its label and the call it times.
+type Case<'a> = (String, Box<dyn FnMut() -> u32 + 'a>);
+
+/// Nanoseconds per call, `n` calls per round, for each case. The cases take
+/// turns within every round, so that a noisy moment (the machine has two
+/// cores and is shared) falls on all of them alike.
+fn measure(rounds: usize, n: u32, cases: &mut [Case<'_>]) -> Vec<Vec<f64>> {
     // Warm up caches and branch predictors.
-    for _ in 0..n / 10 {
-        black_box(f());
+    for (_, f) in cases.iter_mut() {
+        for _ in 0..n / 10 {
+            black_box(f());
+        }
     }
-    (0..rounds)
-        .map(|_| {
+    let mut out = vec![Vec::with_capacity(rounds); cases.len()];
+    for _ in 0..rounds {
+        for (i, (_, f)) in cases.iter_mut().enumerate() {
             let t = Instant::now();
             for _ in 0..n {
                 black_box(f());
             }
-            t.elapsed().as_nanos() as f64 / f64::from(n)
-        })
-        .collect()
+            out[i].push(t.elapsed().as_nanos() as f64 / f64::from(n));
+        }
+    }
+    out
 }
 
 /// Runs the programs in order as a filter does: the first returning 0
@@ -96,47 +105,55 @@ fn main() {
     println!();
     println!("| program, frame, interpreter | median | range | rounds |");
     println!("|---|---|---|---|");
-    for (what, frame) in [("passes", &pass), ("dropped", &drop)] {
-        let f = black_box(frame.as_slice());
-        row(
-            &format!("allow_mac + allow_src /24, IPv4 TCP {what}: vnet"),
-            "ns",
-            time(rounds, n, || chain(&spoof, black_box(f), Program::run)),
-        );
-        row(
-            &format!("allow_mac + allow_src /24, IPv4 TCP {what}: libpcap bpf_filter"),
-            "ns",
-            time(rounds, n, || chain(&spoof, black_box(f), libpcap_filter)),
-        );
-    }
-    for (what, frame) in [("passes", &pass), ("dropped", &drop)] {
-        let f = black_box(frame.as_slice());
-        row(
-            &format!("`arp or (ip and src net 10.1.0.0/24)`, IPv4 TCP {what}: vnet"),
-            "ns",
-            time(rounds, n, || expr.run(black_box(f))),
-        );
-        row(
-            &format!("`arp or (ip and src net 10.1.0.0/24)`, IPv4 TCP {what}: libpcap bpf_filter"),
-            "ns",
-            time(rounds, n, || libpcap_filter(&expr, black_box(f))),
-        );
-    }
-    let checks = vec![
-        Check::allow_mac(&[EthernetAddress(MAC)]).expect("compiles"),
-        Check::allow_src(&[cidr]).expect("compiles"),
-    ];
-    let (mut filter, handle) = Filter::new("bench".to_string(), checks);
+    let expr_text = "`arp or (ip and src net 10.1.0.0/24)`";
     let now = vnet::Instant::from_millis(0);
+    let stage = || {
+        let checks = vec![
+            Check::allow_mac(&[EthernetAddress(MAC)]).expect("compiles"),
+            Check::allow_src(&[cidr]).expect("compiles"),
+        ];
+        Filter::new("bench".to_string(), checks)
+    };
+    let (mut stage_pass, handle) = stage();
+    let (mut stage_drop, _) = stage();
+    let mut cases: Vec<Case<'_>> = Vec::new();
     for (what, frame) in [("passes", &pass), ("dropped", &drop)] {
-        let f = black_box(frame.as_slice());
-        row(
-            &format!("Filter stage (the same two checks, counters), IPv4 TCP {what}"),
-            "ns",
-            time(rounds, n, || {
+        let f = frame.as_slice();
+        let spoof = &spoof;
+        let expr = &expr;
+        cases.push((
+            format!("allow_mac + allow_src /24, IPv4 TCP {what}: vnet"),
+            Box::new(move || chain(spoof, black_box(f), Program::run)),
+        ));
+        cases.push((
+            format!("allow_mac + allow_src /24, IPv4 TCP {what}: libpcap bpf_filter"),
+            Box::new(move || chain(spoof, black_box(f), libpcap_filter)),
+        ));
+        cases.push((
+            format!("{expr_text}, IPv4 TCP {what}: vnet"),
+            Box::new(move || expr.run(black_box(f))),
+        ));
+        cases.push((
+            format!("{expr_text}, IPv4 TCP {what}: libpcap bpf_filter"),
+            Box::new(move || libpcap_filter(expr, black_box(f))),
+        ));
+    }
+    for (what, frame, filter) in [
+        ("passes", &pass, &mut stage_pass),
+        ("dropped", &drop, &mut stage_drop),
+    ] {
+        let f = frame.as_slice();
+        cases.push((
+            format!("Filter stage (the same two checks, counters), IPv4 TCP {what}"),
+            Box::new(move || {
                 u32::from(filter.process(now, black_box(f)) == vnet::ifnet::Verdict::Pass)
             }),
-        );
+        ));
+    }
+    let results = measure(rounds, n, &mut cases);
+    let labels: Vec<String> = cases.into_iter().map(|(l, _)| l).collect();
+    for (label, v) in labels.iter().zip(results) {
+        row(label, "ns", v);
     }
     assert!(handle.passed() > 0);
 }
