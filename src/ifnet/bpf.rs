@@ -23,9 +23,10 @@
 //! [`Check`]s on every frame; its [`FilterHandle`] reads the counters after
 //! the stage has been boxed into a wire.
 //!
-//! Like the rest of `ifnet`, nothing here reads a clock or holds a file
-//! descriptor. The one `unsafe` edge is the libpcap binding
-//! (`bpf/libpcap.rs`), which touches no descriptor either (`pcap_open_dead`).
+//! Like the rest of `ifnet`, the stage and the machine read no clock and
+//! hold no file descriptor. The one `unsafe` edge is the libpcap binding
+//! (`bpf/libpcap.rs`), a control-plane call on a handle that opens no
+//! device (`pcap_open_dead`).
 
 mod filter;
 mod generate;
