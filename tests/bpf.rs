@@ -676,11 +676,32 @@ fn operand(rng: &mut ChaCha8Rng) -> u32 {
 fn random_program(rng: &mut ChaCha8Rng) -> Vec<Insn> {
     let n = 1 + (rng.next_u32() % 40) as usize;
     let mut insns = Vec::with_capacity(n);
-    for i in 0..n {
+    while insns.len() < n {
+        let i = insns.len();
         let left = (n - i - 1) as u32; // instructions after this one
+        // Now and then the idioms the interpreter fuses: a frame load, maybe
+        // a mask, and an equality jump (with A used after either branch).
+        if left >= 4 && rng.next_u32().is_multiple_of(5) {
+            let size = [W, H, B][(rng.next_u32() % 3) as usize];
+            let off = rng.next_u32() % 64;
+            insns.push(Insn::stmt(LD | size | ABS, off));
+            if size == W && rng.next_u32().is_multiple_of(2) {
+                insns.push(Insn::stmt(ALU | AND | K, operand(rng)));
+            }
+            let left = (n - insns.len() - 1) as u32;
+            let k = if rng.next_u32().is_multiple_of(2) {
+                0
+            } else {
+                operand(rng)
+            };
+            let jt = (rng.next_u32() % left.min(4)) as u8;
+            let jf = (rng.next_u32() % left.min(4)) as u8;
+            insns.push(Insn::jump(JMP | JEQ | K, k, jt, jf));
+            continue;
+        }
         let mut code = VALID_CODES[(rng.next_u32() as usize) % VALID_CODES.len()];
         if i == n - 1 {
-            code = if rng.next_u32() % 2 == 0 {
+            code = if rng.next_u32().is_multiple_of(2) {
                 RET | K
             } else {
                 RET | A
@@ -779,7 +800,7 @@ fn random_instruction_sequences_never_make_validation_or_run_panic() {
         let n = (rng.next_u32() % 24) as usize;
         let insns: Vec<Insn> = (0..n)
             .map(|_| {
-                let code = if rng.next_u32() % 4 == 0 {
+                let code = if rng.next_u32().is_multiple_of(4) {
                     rng.next_u32() as u16
                 } else {
                     VALID_CODES[(rng.next_u32() as usize) % VALID_CODES.len()]

@@ -23,9 +23,10 @@
 //! [`Check`]s on every frame; its [`FilterHandle`] reads the counters after
 //! the stage has been boxed into a wire.
 //!
-//! Like the rest of `ifnet`, nothing here reads a clock or holds a file
-//! descriptor. The one `unsafe` edge is the libpcap binding
-//! (`bpf/libpcap.rs`), which touches no descriptor either (`pcap_open_dead`).
+//! Like the rest of `ifnet`, the stage and the machine read no clock and
+//! hold no file descriptor. The one `unsafe` edge is the libpcap binding
+//! (`bpf/libpcap.rs`), a control-plane call on a handle that opens no
+//! device (`pcap_open_dead`).
 
 mod filter;
 mod generate;
@@ -310,6 +311,14 @@ enum Op {
     Neg,
     Tax,
     Txa,
+    // Superinstructions: a load from the frame and the conditional jump
+    // after it (and for a prefix, the mask between), in the slot of the
+    // load. The slots after it keep their own ops for jumps that land
+    // there, so jump targets need no renumbering.
+    LdHJeq(u32, u32, u16, u16),
+    LdWJeq(u32, u32, u16, u16),
+    LdBJeq(u32, u32, u16, u16),
+    LdWAndJeq(u32, u32, u32, u16, u16),
 }
 
 /// A validated classic BPF program.
@@ -346,11 +355,11 @@ fn scratch(k: u32) -> Result<u8, Problem> {
 /// (possibly out-of-bounds) frame offset.
 fn frame_offset(k: u32) -> Result<u32, Problem> {
     let s = k as i32;
-    if s < 0 && s >= SKF_AD_OFF {
+    if (SKF_AD_OFF..0).contains(&s) {
         Err(Problem::Ancillary((s - SKF_AD_OFF) as u32))
-    } else if s < SKF_AD_OFF && s >= SKF_NET_OFF {
+    } else if (SKF_NET_OFF..SKF_AD_OFF).contains(&s) {
         Err(Problem::NetOffset((s - SKF_NET_OFF) as u32))
-    } else if s < SKF_NET_OFF && s >= SKF_LL_OFF {
+    } else if (SKF_LL_OFF..SKF_NET_OFF).contains(&s) {
         Err(Problem::LinkOffset((s - SKF_LL_OFF) as u32))
     } else {
         Ok(k)
@@ -527,6 +536,27 @@ fn check_scratch(ops: &[Op]) -> Result<(), BpfError> {
     Ok(())
 }
 
+/// Replaces each frame load followed by an equality jump (libpcap's and
+/// the generators' commonest pair) with one op doing both, so that the
+/// interpreter dispatches once instead of two or three times.
+fn fuse(ops: Vec<Op>) -> Vec<Op> {
+    let mut out = ops.clone();
+    for (i, slot) in out.iter_mut().enumerate() {
+        let next = ops.get(i + 1).copied();
+        let after = ops.get(i + 2).copied();
+        *slot = match (ops[i], next, after) {
+            (Op::LdW(off), Some(Op::AndK(mask)), Some(Op::JeqK(k, t, f))) => {
+                Op::LdWAndJeq(off, mask, k, t, f)
+            }
+            (Op::LdW(off), Some(Op::JeqK(k, t, f)), _) => Op::LdWJeq(off, k, t, f),
+            (Op::LdH(off), Some(Op::JeqK(k, t, f)), _) => Op::LdHJeq(off, k, t, f),
+            (Op::LdB(off), Some(Op::JeqK(k, t, f)), _) => Op::LdBJeq(off, k, t, f),
+            (op, _, _) => op,
+        };
+    }
+    out
+}
+
 /// The word at `off`, if the frame holds it.
 #[inline(always)]
 fn word(frame: &[u8], off: usize) -> Option<u32> {
@@ -600,7 +630,10 @@ impl Program {
             });
         }
         check_scratch(&ops)?;
-        Ok(Program { insns, ops })
+        Ok(Program {
+            insns,
+            ops: fuse(ops),
+        })
     }
 
     /// The instructions, as given.
@@ -692,6 +725,22 @@ impl Program {
                 Op::Neg => a = a.wrapping_neg(),
                 Op::Tax => x = a,
                 Op::Txa => a = x,
+                Op::LdHJeq(off, k, t, f) => {
+                    a = load!(half(frame, off as usize));
+                    branch!(a == k, t, f)
+                }
+                Op::LdWJeq(off, k, t, f) => {
+                    a = load!(word(frame, off as usize));
+                    branch!(a == k, t, f)
+                }
+                Op::LdBJeq(off, k, t, f) => {
+                    a = load!(byte(frame, off as usize));
+                    branch!(a == k, t, f)
+                }
+                Op::LdWAndJeq(off, mask, k, t, f) => {
+                    a = load!(word(frame, off as usize)) & mask;
+                    branch!(a == k, t, f)
+                }
             }
         }
     }

@@ -6,7 +6,8 @@
 //! without a VLAN tag, so a tagged frame (ethertype 0x8100) is rejected.
 //!
 //! Every program has the same shape: a dispatch on the ethertype that jumps
-//! (`ja`, whose offset has 32 bits) to one section per family, and in each
+//! to one section per family (through a `ja`, whose offset has 32 bits,
+//! when a section is too far for a conditional jump), and in each
 //! section a run of alternatives, each a few comparisons ending in its own
 //! `ret #-1`, with a mismatch skipping to the next alternative. Conditional
 //! jumps thus stay within one alternative (their offsets have 8 bits), so a
@@ -22,7 +23,6 @@ const ETHERTYPE_IPV4: u32 = 0x0800;
 const ETHERTYPE_IPV6: u32 = 0x86dd;
 
 /// Frame offsets, for an untagged Ethernet header of 14 bytes.
-const ETH_HEADER: u32 = 14;
 const ETH_SRC: u32 = 6;
 const ETH_TYPE: u32 = 12;
 const ARP_HTYPE_PTYPE: u32 = 14;
@@ -75,13 +75,6 @@ impl Section {
     /// Rejects the frame unless `cmp` holds.
     fn require(&mut self, cmp: Cmp) {
         cmp.emit(&mut self.0, 1, 0);
-        self.0.push(Insn::stmt(RET | K, 0));
-    }
-
-    /// Rejects frames shorter than `len` bytes.
-    fn min_len(&mut self, len: u32) {
-        self.0.push(Insn::stmt(LD | W | LEN, 0));
-        self.0.push(Insn::jump(JMP | JGE | K, len, 1, 0));
         self.0.push(Insn::stmt(RET | K, 0));
     }
 
@@ -190,17 +183,34 @@ fn v6_section(off: u32, v6: &[([u8; 16], u8)], extra: &[([u8; 16], u8)]) -> Vec<
 }
 
 /// Joins sections behind a dispatch on the ethertype; other ethertypes are
-/// rejected.
+/// rejected. A section within reach of a conditional jump (255
+/// instructions) is jumped to directly, a farther one through a `ja`.
 fn dispatch(sections: Vec<(u32, Vec<Insn>)>) -> Result<Program, BpfError> {
-    let head = 1 + 2 * sections.len() + 1;
-    let mut out = vec![Insn::stmt(LD | H | ABS, ETH_TYPE)];
-    let mut start = head;
-    for (ethertype, body) in &sections {
-        out.push(Insn::jump(JMP | JEQ | K, *ethertype, 0, 1));
-        let ja = out.len();
-        out.push(Insn::stmt(JMP | JA, (start - (ja + 1)) as u32));
-        start += body.len();
-    }
+    let mut far = vec![false; sections.len()];
+    let out = loop {
+        let head = 2 + sections.len() + far.iter().filter(|f| **f).count();
+        let mut out = vec![Insn::stmt(LD | H | ABS, ETH_TYPE)];
+        let mut start = head;
+        let mut grew = false;
+        for (i, (ethertype, body)) in sections.iter().enumerate() {
+            let at = out.len();
+            if far[i] {
+                out.push(Insn::jump(JMP | JEQ | K, *ethertype, 0, 1));
+                out.push(Insn::stmt(JMP | JA, (start - (at + 2)) as u32));
+            } else if let Ok(skip) = u8::try_from(start - (at + 1)) {
+                out.push(Insn::jump(JMP | JEQ | K, *ethertype, skip, 0));
+            } else {
+                far[i] = true;
+                grew = true;
+                break;
+            }
+            start += body.len();
+        }
+        if !grew {
+            break out;
+        }
+    };
+    let mut out = out;
     out.push(Insn::stmt(RET | K, 0));
     for (_, body) in sections {
         out.extend(body);
@@ -216,7 +226,9 @@ fn dispatch(sections: Vec<(u32, Vec<Insn>)>) -> Result<Program, BpfError> {
 /// [`BpfError::TooLong`] for a list of more than about 800 addresses.
 pub fn allow_mac(macs: &[EthernetAddress]) -> Result<Program, BpfError> {
     let mut s = Section::default();
-    s.min_len(ETH_HEADER);
+    // A load of the ethertype alone: it ends the program with 0 on a frame
+    // shorter than an Ethernet header.
+    s.0.push(Insn::stmt(LD | H | ABS, ETH_TYPE));
     for mac in macs {
         let b = mac.as_bytes();
         s.alternative(&[
@@ -258,9 +270,10 @@ pub fn allow_src(cidrs: &[IpCidr]) -> Result<Program, BpfError> {
     let v4 = v4_cidrs(cidrs);
     let v6 = v6_cidrs(cidrs);
     let mut sections = Vec::new();
+    // IPv4 first: the commonest frame takes the fewest jumps.
     if !v4.is_empty() {
-        sections.push((ETHERTYPE_ARP, arp_section(ARP_SPA, &v4)));
         sections.push((ETHERTYPE_IPV4, v4_section(IPV4_SRC, &v4, &[])));
+        sections.push((ETHERTYPE_ARP, arp_section(ARP_SPA, &v4)));
     }
     if !v6.is_empty() {
         let mut link_local = [0u8; 16];
@@ -292,9 +305,9 @@ pub fn allow_dst(cidrs: &[IpCidr]) -> Result<Program, BpfError> {
     let v6 = v6_cidrs(cidrs);
     let mut sections = Vec::new();
     if !v4.is_empty() {
-        sections.push((ETHERTYPE_ARP, arp_section(ARP_TPA, &v4)));
         let extra = [([255; 4], 32), ([224, 0, 0, 0], 4)];
         sections.push((ETHERTYPE_IPV4, v4_section(IPV4_DST, &v4, &extra)));
+        sections.push((ETHERTYPE_ARP, arp_section(ARP_TPA, &v4)));
     }
     if !v6.is_empty() {
         let mut multicast = [0u8; 16];
@@ -332,6 +345,29 @@ mod tests {
         assert_eq!(p.run(&frame), ACCEPT, "the 800th address");
         let too_many: Vec<EthernetAddress> = (0..1000).map(|_| EthernetAddress([2; 6])).collect();
         assert!(matches!(allow_mac(&too_many), Err(BpfError::TooLong(_))));
+    }
+
+    #[test]
+    fn far_sections_are_reached_through_ja() {
+        let many: Vec<IpCidr> = (0..100u8)
+            .map(|i| IpCidr::new(std::net::Ipv4Addr::new(10, i, 0, 0).into(), 16))
+            .chain([IpCidr::new(std::net::Ipv6Addr::LOCALHOST.into(), 128)])
+            .collect();
+        let p = allow_src(&many).unwrap();
+        let ja = p.insns().iter().filter(|i| i.code == JMP | JA).count();
+        assert_eq!(
+            ja, 2,
+            "the ARP and IPv6 sections lie behind the long IPv4 one"
+        );
+        let mut frame = vec![0u8; 54];
+        frame[12..14].copy_from_slice(&[0x86, 0xdd]);
+        frame[22 + 15] = 1;
+        assert_eq!(p.run(&frame), ACCEPT, "::1 reached past both IPv4 sections");
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+        frame[26..30].copy_from_slice(&[10, 99, 3, 4]);
+        assert_eq!(p.run(&frame), ACCEPT);
+        frame[26..30].copy_from_slice(&[10, 100, 3, 4]);
+        assert_eq!(p.run(&frame), 0);
     }
 
     #[test]

@@ -99,7 +99,9 @@ fn version() -> Option<(u32, u32)> {
 /// `tcpdump -s 65535 -ddd EXPR` does: optimised, accepting frames with
 /// `ret #65535`. The netmask is unknown (a vnet has many), so `ip
 /// broadcast` is refused; write `dst host 255.255.255.255` or name the
-/// subnet's broadcast address.
+/// subnet's broadcast address. Names (`port domain`, `host NAME`) are
+/// looked up by libpcap in the host's files and resolver, not the vnet's:
+/// prefer numbers.
 ///
 /// Safe to call from several threads at once (see the module's notes).
 ///
