@@ -235,10 +235,13 @@ fn vnet_switch(len: usize) -> Vec<f64> {
     r
 }
 
+/// Joins two vnets.
+type Join = dyn Fn(&Arc<vnet::vnet::Vnet>, &Arc<vnet::vnet::Vnet>);
+
 /// Two vnets on a learning switch; with `filters`, each port lets its
 /// vnet send only from its MAC and addresses and receive only what is for
 /// them.
-fn switched(filters: bool) -> Box<dyn Fn(&Arc<vnet::vnet::Vnet>, &Arc<vnet::vnet::Vnet>)> {
+fn switched(filters: bool) -> Box<Join> {
     Box::new(move |red, blue| {
         let sw = Switch::new("bench", SwitchMode::Learning);
         for (v, v4, v6) in [(red, "10.0.0.1", "fd00::1"), (blue, "10.0.0.2", "fd00::2")] {
