@@ -1323,17 +1323,6 @@ fn capture(cli: Cli) -> u8 {
             return 1;
         }
     };
-    let mut out: Box<dyn std::io::Write> = if write.as_os_str() == "-" {
-        Box::new(std::io::stdout())
-    } else {
-        match std::fs::File::create(&write) {
-            Ok(f) => Box::new(f),
-            Err(e) => {
-                eprintln!("vnetctl: {}: {e}", write.display());
-                return 1;
-            }
-        }
-    };
     let client = match connect(&cli.socket) {
         Ok(c) => c,
         Err(code) => return code,
@@ -1347,6 +1336,18 @@ fn capture(cli: Cli) -> u8 {
     };
     match client.call_then_stream(op) {
         Ok(Ok(mut stream)) => {
+            // The file is made once vnetd has accepted the capture.
+            let mut out: Box<dyn std::io::Write> = if write.as_os_str() == "-" {
+                Box::new(std::io::stdout())
+            } else {
+                match std::fs::File::create(&write) {
+                    Ok(f) => Box::new(f),
+                    Err(e) => {
+                        eprintln!("vnetctl: {}: {e}", write.display());
+                        return 1;
+                    }
+                }
+            };
             // Written through as it comes, so that `-w - | tcpdump -r -`
             // shows frames live.
             let mut buf = vec![0u8; 64 * 1024];
