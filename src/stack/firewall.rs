@@ -62,7 +62,7 @@ const SWEEP_EVERY: Duration = Duration::from_millis(100);
 const EVICT_SLOTS: usize = 256;
 
 /// Where a rule is evaluated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Hook {
     /// Packets addressed to this vnet.
     In,
@@ -1733,7 +1733,14 @@ pub fn parse(text: &str) -> Result<Rule, FwError> {
 /// # Errors
 /// A bad rule, a taken number, no current vnet; nothing changes then.
 pub fn add(text: &str) -> Result<u16, FwError> {
-    let rule = parse(text)?;
+    add_rule(parse(text)?)
+}
+
+/// Adds a parsed rule to the current vnet's firewall; returns its number.
+///
+/// # Errors
+/// A taken number, no number left, no current vnet; nothing changes then.
+pub fn add_rule(rule: Rule) -> Result<u16, FwError> {
     with_fw(|i| i.fw.add(rule))
 }
 
