@@ -729,11 +729,7 @@ fn print(p: &Printer, v: &Value, json: bool) {
                     s(p, "action")
                 );
             }
-            println!(
-                "states {} (max {})",
-                s(v, "states"),
-                s(v, "states_max")
-            );
+            println!("states {} (max {})", s(v, "states"), s(v, "states_max"));
         }
         Printer::FwAdded => println!("{}", s(v, "rule")),
         Printer::Dump => print!("{}", v["toml"].as_str().unwrap_or_default()),

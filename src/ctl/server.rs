@@ -602,8 +602,7 @@ impl Server {
                             ),
                         )
                     })?;
-                v.enter(|| firewall::del(n))
-                    .map_err(|e| fw_err(&vnet, e))?;
+                v.enter(|| firewall::del(n)).map_err(|e| fw_err(&vnet, e))?;
                 Ok(Value::Null)
             }
             Op::FwFlush { vnet } => {
@@ -622,7 +621,10 @@ impl Server {
             }
             Op::FwShow { vnet } => {
                 let v = self.vnet(&vnet)?;
-                let l = v.enter(firewall::show).map_err(|e| fw_err(&vnet, e))?;
+                let now = self.rt().now();
+                let l = v
+                    .enter(|| firewall::show(now))
+                    .map_err(|e| fw_err(&vnet, e))?;
                 Ok(json!({
                     "rules": l.rules.iter().map(|r| json!({
                         "number": r.rule.number,
@@ -662,7 +664,8 @@ impl Server {
                 });
                 m.insert("sockets".into(), json!(socks));
                 m.insert("sockets_served".into(), json!(served));
-                let states = v.enter(firewall::show).map_or(0, |l| l.states);
+                let now = self.rt().now();
+                let states = v.enter(|| firewall::show(now)).map_or(0, |l| l.states);
                 m.insert("fw_states".into(), json!(states));
                 Ok(Value::Object(m))
             }

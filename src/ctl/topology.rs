@@ -109,9 +109,9 @@ impl FwSpec {
             let mut r = firewall::parse(text).map_err(|e| e.to_string())?;
             let n = match r.number {
                 Some(n) => n,
-                None => last.checked_add(firewall::AUTO_STEP).ok_or_else(|| {
-                    format!("fw rule {text:?}: no number is left after {last}")
-                })?,
+                None => last
+                    .checked_add(firewall::AUTO_STEP)
+                    .ok_or_else(|| format!("fw rule {text:?}: no number is left after {last}"))?,
             };
             r.number = Some(n);
             if out.insert(n, r.to_string()).is_some() {
@@ -216,8 +216,7 @@ pub struct RouteSpec {
 pub fn parse(text: &str) -> Result<Topology, String> {
     let t: Topology = toml::from_str(text).map_err(|e| e.to_string())?;
     for (vn, v) in &t.vnet {
-        v.fw
-            .numbered()
+        v.fw.numbered()
             .and_then(|_| v.fw.policies())
             .map_err(|e| format!("vnet {vn:?}: {e}"))?;
         if let Some(p) = &v.parent
@@ -392,7 +391,7 @@ fn state(reg: &Registry, uid: u32, admin: bool) -> Topology {
                 search: r.search.clone(),
             };
         }
-        if let Ok(l) = v.enter(firewall::show) {
+        if let Ok(l) = v.enter(|| firewall::show(crate::Instant::ZERO)) {
             spec.fw = FwSpec {
                 policy: l
                     .policies

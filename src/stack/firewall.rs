@@ -430,13 +430,6 @@ fn parse_action(t: &mut Tokens<'_>) -> Result<Action, String> {
 
 fn parse_prefix(s: &str) -> Result<Prefix, String> {
     if let Ok(c) = s.parse::<IpCidr>() {
-        let max = match c {
-            IpCidr::Ipv4(_) => 32,
-            IpCidr::Ipv6(_) => 128,
-        };
-        if c.prefix_len() > max {
-            return Err(format!("{s:?}: prefix length above {max}"));
-        }
         return Ok(Prefix(route::network(c)));
     }
     match s.parse::<IpAddress>() {
@@ -1774,12 +1767,14 @@ pub fn set_policy(hook: Hook, action: Action) -> Result<(), FwError> {
     })
 }
 
-/// The current vnet's firewall: rules, policies, counters, state count.
+/// The current vnet's firewall: rules, policies, counters, and the state
+/// entries live at `now` (the caller's clock: an idle vnet's own time is
+/// that of its last poll).
 ///
 /// # Errors
 /// No current vnet.
-pub fn show() -> Result<Listing, FwError> {
-    with_fw(|i| Ok(i.fw.listing(&i.tunables, i.now)))
+pub fn show(now: Instant) -> Result<Listing, FwError> {
+    with_fw(|i| Ok(i.fw.listing(&i.tunables, now.max(i.now))))
 }
 
 #[cfg(test)]
