@@ -10,7 +10,7 @@ mod kernel;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::process::{Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Instant as WallInstant;
 
@@ -568,6 +568,50 @@ fn vnetctl_fw_adds_shows_and_removes_rules_and_refuses_bad_ones() {
     ] {
         assert!(stats[k].is_u64(), "stats lacks {k}: {stats}");
     }
+}
+
+#[test]
+fn only_a_vnets_owner_may_change_its_firewall() {
+    let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
+    if !kernel::privileged() {
+        return;
+    }
+    if !setpriv {
+        assert!(
+            std::env::var_os("VNET_REQUIRE_PRIV").is_none(),
+            "VNET_REQUIRE_PRIV is set but setpriv is missing"
+        );
+        eprintln!("skipped: needs setpriv to act as another user");
+        return;
+    }
+    let d = Vnetd::start("fw-users", TWO_HOSTS);
+    let as_nobody = |args: &[&str]| -> Output {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_vnetctl"))
+            .arg("--socket")
+            .arg(&d.sock)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    d.ctl_ok(&["-n", "red", "fw", "add", "100", "allow"]);
+    for args in [
+        &["-n", "red", "fw", "add", "200", "drop"][..],
+        &["-n", "red", "fw", "del", "100"],
+        &["-n", "red", "fw", "flush"],
+        &["-n", "red", "fw", "policy", "in", "drop"],
+    ] {
+        let e = refused(&as_nobody(args));
+        assert!(e.contains("belongs to root"), "{args:?}: {e}");
+    }
+    let o = as_nobody(&["-n", "red", "fw", "show"]);
+    assert!(o.status.success(), "reading is open");
+    assert_eq!(fw_rules(&d, "red"), ["100 allow"]);
+    // A user's own vnet is theirs to filter.
+    assert!(as_nobody(&["vnet", "add", "mine"]).status.success());
+    let o = as_nobody(&["-n", "mine", "fw", "add", "drop", "in"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 const FW_TOPOLOGY: &str = r#"

@@ -46,6 +46,9 @@ use super::{Inet, route};
 use crate::ifnet::{IfIndex, IfnetTable};
 use crate::vnet::{self, CurVnetError};
 
+/// What stands for "any protocol" where a protocol is a `u16`.
+const ANY_PROTO: u16 = 256;
+
 /// Highest rule number.
 pub const MAX_NUMBER: u16 = 65535;
 
@@ -964,36 +967,122 @@ fn quoted_flow(ip: &[u8]) -> Option<(Key, bool)> {
 
 /// A flow, the same whichever way its packets go: the protocol and its two
 /// ends (address, port; an echo's identifier twice), the lower end first.
+/// Addresses are kept as 128-bit numbers (IPv4 in the low bits, the family
+/// apart) so that hashing a key is a few multiplications.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Key {
+    v6: bool,
     proto: u8,
-    a: (IpAddress, u16),
-    b: (IpAddress, u16),
+    a: (u128, u16),
+    b: (u128, u16),
+}
+
+fn bits(a: IpAddress) -> u128 {
+    match a {
+        IpAddress::Ipv4(a) => u128::from(a.to_bits()),
+        IpAddress::Ipv6(a) => a.to_bits(),
+    }
 }
 
 impl Key {
     /// The key of a flow from `src` to `dst`, and whether `src` is its
     /// first end.
     fn of(proto: u8, src: (IpAddress, u16), dst: (IpAddress, u16)) -> (Key, bool) {
-        if src <= dst {
+        let v6 = matches!(src.0, IpAddress::Ipv6(_));
+        let (s, d) = ((bits(src.0), src.1), (bits(dst.0), dst.1));
+        if s <= d {
             (
                 Key {
+                    v6,
                     proto,
-                    a: src,
-                    b: dst,
+                    a: s,
+                    b: d,
                 },
                 true,
             )
         } else {
             (
                 Key {
+                    v6,
                     proto,
-                    a: dst,
-                    b: src,
+                    a: d,
+                    b: s,
                 },
                 false,
             )
         }
+    }
+}
+
+/// Hashes flow keys with a multiplier drawn from the vnet's seed: cheap on
+/// the packet path, and not predictable by whoever chooses the addresses
+/// and ports.
+#[derive(Debug, Clone, Copy)]
+struct FlowHash {
+    k: u64,
+}
+
+impl FlowHash {
+    fn new(seed: u64) -> FlowHash {
+        // An odd multiplier with high bits set.
+        FlowHash {
+            k: seed | 0x8000_0000_0000_0001,
+        }
+    }
+}
+
+impl Default for FlowHash {
+    fn default() -> FlowHash {
+        FlowHash::new(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+struct FlowHasher {
+    h: u64,
+    k: u64,
+}
+
+fn fold(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+impl std::hash::BuildHasher for FlowHash {
+    type Hasher = FlowHasher;
+    fn build_hasher(&self) -> FlowHasher {
+        FlowHasher {
+            h: self.k.rotate_left(17),
+            k: self.k,
+        }
+    }
+}
+
+impl std::hash::Hasher for FlowHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+    fn write_u8(&mut self, x: u8) {
+        self.write_u64(u64::from(x));
+    }
+    fn write_u16(&mut self, x: u16) {
+        self.write_u64(u64::from(x));
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.h = fold(self.h ^ x, self.k);
+    }
+    fn write_u128(&mut self, x: u128) {
+        self.write_u64(x as u64);
+        self.write_u64((x >> 64) as u64);
+    }
+    fn write_usize(&mut self, x: usize) {
+        self.write_u64(x as u64);
+    }
+    fn finish(&self) -> u64 {
+        fold(self.h, self.k.rotate_left(29))
     }
 }
 
@@ -1023,12 +1112,19 @@ struct Conn {
 pub struct Conntrack {
     slots: Vec<Option<Conn>>,
     free: Vec<u32>,
-    map: HashMap<Key, u32>,
+    map: HashMap<Key, u32, FlowHash>,
     cursor: usize,
     next_sweep: Option<Instant>,
 }
 
 impl Conntrack {
+    fn new(seed: u64) -> Conntrack {
+        Conntrack {
+            map: HashMap::with_hasher(FlowHash::new(seed)),
+            ..Conntrack::default()
+        }
+    }
+
     fn live(&self, idx: u32, now: Instant) -> bool {
         self.slots[idx as usize]
             .as_ref()
@@ -1082,7 +1178,7 @@ impl Conntrack {
         if self.map.is_empty() {
             // Give the memory back once the table is empty.
             if !self.slots.is_empty() {
-                *self = Conntrack::default();
+                *self = Conntrack::new(self.map.hasher().k);
             }
             return;
         }
@@ -1291,6 +1387,11 @@ pub(super) enum Verdict {
 pub struct Firewall {
     /// Sorted by number.
     rules: Vec<Entry>,
+    /// Per hook, the rules evaluated there: their position in `rules` and
+    /// their protocol ([`ANY_PROTO`] for any), so that a rule for another
+    /// protocol is skipped without reading it.
+    by_hook: [Vec<(u32, u16)>; 3],
+    seed: u64,
     policy: [Action; 3],
     policy_hits: [Counter; 3],
     active: bool,
@@ -1300,14 +1401,7 @@ pub struct Firewall {
 
 impl Default for Firewall {
     fn default() -> Self {
-        Firewall {
-            rules: Vec::new(),
-            policy: [Action::Allow; 3],
-            policy_hits: [Counter::default(); 3],
-            active: false,
-            names_needed: false,
-            ct: Conntrack::default(),
-        }
+        Firewall::new(FlowHash::default().k)
     }
 }
 
@@ -1370,6 +1464,21 @@ pub struct Listing {
 }
 
 impl Firewall {
+    /// An empty firewall (every policy `allow`); `seed` keys the state
+    /// table's hash.
+    pub fn new(seed: u64) -> Firewall {
+        Firewall {
+            rules: Vec::new(),
+            by_hook: Default::default(),
+            seed,
+            policy: [Action::Allow; 3],
+            policy_hits: [Counter::default(); 3],
+            active: false,
+            names_needed: false,
+            ct: Conntrack::new(seed),
+        }
+    }
+
     /// Whether any rule or policy can refuse a packet: when not, the hooks
     /// cost a test of this flag and nothing is tracked.
     #[inline]
@@ -1380,8 +1489,17 @@ impl Firewall {
     fn refresh(&mut self) {
         self.active = !self.rules.is_empty() || self.policy.iter().any(|a| *a != Action::Allow);
         self.names_needed = self.rules.iter().any(|e| e.rule.names_interfaces());
+        for h in Hook::ALL {
+            self.by_hook[h.index()] = self
+                .rules
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.rule.hook.is_none_or(|rh| rh == h))
+                .map(|(i, e)| (i as u32, e.rule.proto.map_or(ANY_PROTO, u16::from)))
+                .collect();
+        }
         if !self.active {
-            self.ct = Conntrack::default();
+            self.ct = Conntrack::new(self.seed);
         }
     }
 
@@ -1504,7 +1622,11 @@ impl Firewall {
     ) -> Verdict {
         let class = self.ct.classify(p, now);
         let mut action = None;
-        for e in &mut self.rules {
+        for &(i, proto) in &self.by_hook[hook.index()] {
+            if proto != ANY_PROTO && proto != u16::from(p.proto) {
+                continue;
+            }
+            let e = &mut self.rules[i as usize];
             if e.rule.matches(hook, p, class.state, ifs) {
                 e.packets += 1;
                 e.bytes += p.len as u64;

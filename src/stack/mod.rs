@@ -44,7 +44,7 @@ pub mod stats;
 pub mod sysctl;
 
 use rand_chacha::ChaCha8Rng;
-use rand_core::SeedableRng;
+use rand_core::{RngCore, SeedableRng};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
@@ -147,7 +147,9 @@ impl PerVnet for Inet {
             next_arrival: None,
             frag_ident: 0,
             reasm: reassembly::Reassembly::default(),
-            fw: firewall::Firewall::default(),
+            fw: firewall::Firewall::new(
+                ChaCha8Rng::seed_from_u64(cx.seed ^ 0xf12e_3a11).next_u64(),
+            ),
         };
         let lo = cx
             .vars
