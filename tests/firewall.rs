@@ -401,6 +401,72 @@ fn tracked_flows_expire_on_the_simulated_clock() {
 }
 
 #[test]
+fn an_icmp_error_about_a_tracked_flow_is_related_and_gets_in() {
+    let mut sim = Sim::new(36);
+    let (a, b) = pair(&mut sim, "a", "b", 1);
+    fw(
+        &mut sim,
+        &b,
+        &[
+            "100 allow in state related",
+            "110 allow in state established",
+        ],
+    );
+    sim.with(&b, || firewall::set_policy(Hook::In, Action::Drop))
+        .unwrap();
+    // Nothing listens on A's port 9: A's stack answers port unreachable,
+    // which quotes B's datagram.
+    assert_eq!(icmp_error_for_udp(&mut sim, &b, "10.0.1.1:9"), Some((3, 3)));
+    assert_eq!(hits(&mut sim, &b, 100), 1);
+    // An error about a flow B never opened is dropped.
+    let raw = sim.with(&b, || socket::raw_open(false, 1)).unwrap();
+    let raw_a = sim.with(&a, || socket::raw_open(false, 1)).unwrap();
+    // Port unreachable, quoting 10.0.1.2:4000 -> 10.0.1.1:9, which B never
+    // sent.
+    let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&[
+        0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 1, 2, 10, 0, 1, 1, 0x0f, 0xa0, 0, 9, 0, 8,
+        0, 0,
+    ]);
+    let sum = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let drops = sim.with(&b, stack::stats).unwrap().fw_dropped;
+    sim.with(&a, || {
+        socket::raw_send(raw_a, &ipv4(&icmp, [10, 0, 1, 1], [10, 0, 1, 2]))
+    })
+    .unwrap();
+    sim.run_for(Duration::from_millis(200)).unwrap();
+    let mut buf = [0u8; 256];
+    assert!(sim.with(&b, || socket::raw_recv(raw, &mut buf)).is_err());
+    assert_eq!(sim.with(&b, stack::stats).unwrap().fw_dropped, drops + 1);
+}
+
+/// The Internet checksum of `b`.
+fn checksum(b: &[u8]) -> u16 {
+    let mut sum: u32 = b
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An IPv4 packet carrying ICMP `payload`.
+fn ipv4(payload: &[u8], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let mut p = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0];
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    let len = (20 + payload.len()) as u16;
+    p[2..4].copy_from_slice(&len.to_be_bytes());
+    let sum = checksum(&p);
+    p[10..12].copy_from_slice(&sum.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+#[test]
 fn a_full_state_table_drops_new_flows_and_counts_them() {
     let mut sim = Sim::new(35);
     let (a, b) = pair(&mut sim, "a", "b", 1);

@@ -1732,9 +1732,12 @@ impl Inet {
         p: &PktInfo,
         admin: bool,
     ) {
-        // Only what was sent to one of our addresses is answered on input
-        // (not a subnet broadcast, which is local too).
-        if hook == Hook::In && !self.is_local(p.dst) {
+        // Only what was sent to one of our addresses is answered on input;
+        // nothing sent to a subnet's broadcast address is answered anywhere.
+        let subnet_bcast = matches!(p.dst, IpAddress::Ipv4(d) if self.addrs.iter().any(
+            |x| matches!(x.cidr, IpCidr::Ipv4(c) if c.prefix_len() < 31 && c.broadcast() == Some(d))
+        ));
+        if subnet_bcast || (hook == Hook::In && !self.is_local(p.dst)) {
             return;
         }
         let reply = if let (L4::Tcp { .. }, false) = (p.l4, admin) {
@@ -1771,6 +1774,10 @@ impl Inet {
         }
         let (_, _, _, seg) = headers(ip, false)?;
         let seg = TcpPacket::new_checked(seg?).ok()?;
+        // A segment TCP itself would discard gets no answer either.
+        if !seg.verify_checksum(&p.src, &p.dst) {
+            return None;
+        }
         let (seq, ack) = if seg.ack() {
             (seg.ack_number(), None)
         } else {
