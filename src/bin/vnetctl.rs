@@ -356,7 +356,7 @@ enum FwCmd {
     Show,
     /// Remove every rule (the policies stay)
     Flush,
-    /// Set a hook's default policy: `fw policy in|out|fwd allow|drop|reject`
+    /// Set a hook's default policy: `fw policy in|out|fwd allow|drop|reject [admin]`
     Policy {
         /// in, out or fwd
         hook: String,
