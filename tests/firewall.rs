@@ -1018,8 +1018,17 @@ fn a_reject_rule_answers_the_kernels_udp_and_ping_with_icmp_unreachable() {
 #[test]
 fn with_input_dropped_but_replies_allowed_the_vnet_connects_out_and_nothing_connects_in() {
     let Some(k) = kernel_peer("c") else { return };
-    let dir = std::env::temp_dir().join(format!("vnet-fw-http-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    /// A scratch directory removed however the test ends.
+    struct Scratch(std::path::PathBuf);
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let scratch =
+        Scratch(std::env::temp_dir().join(format!("vnet-fw-http-{}", std::process::id())));
+    let dir = &scratch.0;
+    std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("hello"), b"hello from the kernel\n").unwrap();
     let _server = Proc(
         k.ns.exec(&[
