@@ -1085,7 +1085,6 @@ fn with_input_dropped_but_replies_allowed_the_vnet_connects_out_and_nothing_conn
         shown["policy"][0]["packets"].as_u64().unwrap() >= 1,
         "{shown}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
