@@ -6,7 +6,9 @@
 //! 2. memory per idle vnet with 10,000 vnets, against an empty Linux
 //!    network namespace;
 //! 3. vnet create+destroy rate, against `unshare(CLONE_NEWNET)`;
-//! 4. the cost of entering and leaving a vnet scope.
+//! 4. the cost of entering and leaving a vnet scope;
+//! 5. what the firewall costs a TCP stream: none, against a drop policy
+//!    with connection tracking and 2 or 22 rules on both ends.
 //!
 //! Run: `cargo bench --bench core` (as root for the Linux references;
 //! without root they are reported as skipped). `-- --quick` runs fewer
@@ -199,6 +201,51 @@ fn bench_throughput(rounds: usize, mib: usize) {
             }
             Err(e) => skipped("Linux veth between two netns, iperf3", &e),
         },
+    }
+}
+
+/// Throughput of one stream with and without a firewall on both vnets:
+/// `allow in state established` and `allow in proto tcp` in front of a
+/// `drop` input policy (every packet is looked up in the state table),
+/// alone and behind 20 TCP rules whose ports never match (each is read).
+fn bench_firewall(rounds: usize, mib: usize) {
+    println!("\n### Firewall cost, one TCP stream, MTU 1500, 1 worker\n");
+    println!("| setup | median | range | rounds |\n|---|---|---|---|");
+    for filler in [None, Some(0), Some(20)] {
+        let (reg, red, blue, rt) = throughput::world(1500, 1, 1 << 20);
+        if let Some(n) = filler {
+            for v in [&red, &blue] {
+                v.enter(|| {
+                    for p in 0..n {
+                        stack::firewall::add(&format!("drop in proto tcp to any port {p}"))
+                            .expect("rule");
+                    }
+                    stack::firewall::add("allow in state established").expect("rule");
+                    stack::firewall::add("allow in proto tcp").expect("rule");
+                    stack::firewall::set_policy(
+                        stack::firewall::Hook::In,
+                        stack::firewall::Action::Drop,
+                    )
+                })
+                .expect("firewall");
+            }
+        }
+        let mut v = Vec::new();
+        for r in 0..rounds {
+            let s = throughput::stream(&rt, &red, &blue, mib << 20, 7000 + r as u16);
+            assert_eq!(s.corrupt_chunks, 0, "corrupt stream");
+            v.push(s.gbps());
+        }
+        let what = match filler {
+            None => "no rules (the firewall inactive)".to_string(),
+            Some(n) => format!(
+                "{} rules, drop policy, connection tracking, on both vnets",
+                n + 2
+            ),
+        };
+        row(&what, "Gbit/s", v);
+        rt.stop();
+        drop(reg);
     }
 }
 
@@ -418,7 +465,8 @@ fn main() {
         .filter(|a| !a.starts_with("--"))
         .collect();
     let quick = std::env::args().any(|a| a == "--quick");
-    // Optional section names (scope, rates, memory, throughput) pick a subset.
+    // Optional section names (scope, rates, memory, throughput, firewall)
+    // pick a subset.
     let want = |s: &str| args.is_empty() || args.iter().any(|a| a == s);
     let rounds = if quick { 3 } else { 5 };
     println!("## vnet core benchmarks ({rounds} rounds each)");
@@ -433,5 +481,8 @@ fn main() {
     }
     if want("throughput") {
         bench_throughput(rounds, if quick { 512 } else { 2048 });
+    }
+    if want("firewall") {
+        bench_firewall(rounds, if quick { 512 } else { 2048 });
     }
 }

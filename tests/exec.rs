@@ -9,41 +9,14 @@ mod daemon;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::pattern;
+use daemon::host::Bg;
 use daemon::{TWO_HOSTS, Vnetd};
 use sha2::{Digest, Sha256};
 use vnet::sockets::client::{Net, TcpStream};
-
-/// A program started in the background, killed (by its own pid) if the test
-/// ends first.
-struct Bg(Child);
-
-impl Bg {
-    fn spawn(mut c: Command) -> Bg {
-        Bg(c.stdin(Stdio::null()).spawn().expect("spawn"))
-    }
-    /// Waits for the program, failing the test after `limit`.
-    fn wait(mut self, limit: Duration) -> std::process::ExitStatus {
-        let t0 = Instant::now();
-        loop {
-            if let Some(st) = self.0.try_wait().unwrap() {
-                return st;
-            }
-            assert!(t0.elapsed() < limit, "program did not finish");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Waits until something accepts TCP connections at `addr` in `vnet`.
 fn wait_listening(d: &Vnetd, vnet: &str, addr: &str) {

@@ -7,8 +7,10 @@
 //! Needs root and /dev/net/tun; skips without them unless VNET_REQUIRE_PRIV
 //! is set, in which case it fails.
 
+mod kernel;
+
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,69 +20,7 @@ use vnet::stack::socket::{self, SockError, SocketId};
 use vnet::vnet::{Registry, Vnet};
 use vnet::{ifnet, stack};
 
-fn privileged() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    let tun = std::path::Path::new("/dev/net/tun").exists();
-    if root && tun {
-        return true;
-    }
-    assert!(
-        std::env::var_os("VNET_REQUIRE_PRIV").is_none(),
-        "VNET_REQUIRE_PRIV is set but TAP tests cannot run (root: {root}, /dev/net/tun: {tun})"
-    );
-    eprintln!("skipped: needs root and /dev/net/tun");
-    false
-}
-
-fn sh(args: &[&str]) {
-    let o = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect(args[0]);
-    assert!(
-        o.status.success(),
-        "{}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// A network namespace of this test's own, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("vnet-test-{}-{tag}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        sh(&["ip", "netns", "add", &name]);
-        sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        Netns(name)
-    }
-    fn exec(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0]).args(args);
-        c
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
-/// A child process killed (by its own pid) on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use kernel::{Netns, Proc, privileged, sh};
 
 struct World {
     _reg: Arc<Registry>,

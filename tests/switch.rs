@@ -3,13 +3,15 @@
 //! none of it (checked by capture), and tshark reads our capture files.
 
 mod daemon;
+mod kernel;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use daemon::Vnetd;
-use daemon::host::{Bg, Netns, privileged, sh, wait_for};
+use daemon::host::{Bg, wait_for};
+use kernel::{Netns, privileged};
 
 fn tshark(file: &Path, fields: &[&str], filter: Option<&str>) -> Vec<String> {
     let mut c = Command::new("tshark");
@@ -86,7 +88,7 @@ fn three_vnets_and_a_namespace_on_a_learning_switch_reach_each_other_and_another
     let tap = format!("vsw{}", std::process::id() % 100_000);
     let out = d.ctl_ok(&["switch", "port", "add", "br0", "tap", &tap]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&tap));
-    ns.take(&tap, &["10.9.0.100/24"]);
+    ns.adopt(&tap, &["10.9.0.100/24"]);
 
     let dcap = d.dir.join("d.pcap");
     let dcapture = capture(&d, &["-n", "d", "eth0"], &dcap);
@@ -171,7 +173,11 @@ fn three_vnets_and_a_namespace_on_a_learning_switch_reach_each_other_and_another
         .to_string();
     d.ctl_ok(&["switch", "port", "del", "br0", &tap_port]);
     wait_for("the TAP to go", Duration::from_secs(5), || {
-        !sh(&["ip", "-n", &ns.0, "link", "show"]).contains(&tap)
+        let o = Command::new("ip")
+            .args(["-n", &ns.0, "link", "show"])
+            .output()
+            .unwrap();
+        !String::from_utf8_lossy(&o.stdout).contains(&tap)
     });
     let v: serde_json::Value =
         serde_json::from_slice(&d.ctl_ok(&["-j", "switch", "show", "br0"]).stdout).unwrap();

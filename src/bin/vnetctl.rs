@@ -59,6 +59,9 @@ enum Cmd {
     /// The vnet's sockets (as `ss -tuan`)
     #[command(alias = "ss")]
     Sockets,
+    /// The vnet's firewall: add, del, show, flush, policy
+    #[command(subcommand)]
+    Fw(FwCmd),
     /// The vnet's protocol counters
     Stats,
     /// Make the running state match a topology file
@@ -506,6 +509,38 @@ enum HostCmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum FwCmd {
+    /// Add a rule: `fw add [NUM] ACTION [in|out|fwd] [recv|xmit|via [not] IF]
+    /// [proto tcp|udp|icmp|icmp6|N] [from [not] PREFIX|any [port [not] A[-B]]]
+    /// [to ...] [icmp-type T [code C]] [state [not] new,established,related,invalid]`;
+    /// ACTION is allow, drop, reject or reject admin
+    Add {
+        /// The rule's words
+        #[arg(required = true, trailing_var_arg = true)]
+        rule: Vec<String>,
+    },
+    /// Remove a rule
+    #[command(alias = "delete")]
+    Del {
+        /// Its number
+        number: u32,
+    },
+    /// The rules with their counters, the policies, the tracked connections
+    #[command(alias = "ls", alias = "list")]
+    Show,
+    /// Remove every rule (the policies stay)
+    Flush,
+    /// Set a hook's default policy: `fw policy in|out|fwd allow|drop|reject [admin]`
+    Policy {
+        /// in, out or fwd
+        hook: String,
+        /// allow, drop, reject or reject admin
+        #[arg(required = true, num_args = 1..)]
+        action: Vec<String>,
+    },
+}
+
 fn parse_kv(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
@@ -739,6 +774,24 @@ fn request(cmd: Cmd, vnet: &str) -> (Op, Printer) {
             },
             Printer::Nothing,
         ),
+        Cmd::Fw(FwCmd::Add { rule }) => (
+            Op::FwAdd {
+                vnet,
+                rule: rule.join(" "),
+            },
+            Printer::FwAdded,
+        ),
+        Cmd::Fw(FwCmd::Del { number }) => (Op::FwDel { vnet, number }, Printer::Nothing),
+        Cmd::Fw(FwCmd::Show) => (Op::FwShow { vnet }, Printer::Fw),
+        Cmd::Fw(FwCmd::Flush) => (Op::FwFlush { vnet }, Printer::Nothing),
+        Cmd::Fw(FwCmd::Policy { hook, action }) => (
+            Op::FwPolicy {
+                vnet,
+                hook,
+                action: action.join(" "),
+            },
+            Printer::Nothing,
+        ),
         Cmd::Stats => (Op::Stats { vnet }, Printer::Stats),
         Cmd::Apply { .. } => unreachable!("read by `one` before the request is made"),
         Cmd::Dump => (Op::Dump, Printer::Dump),
@@ -757,6 +810,8 @@ enum Printer {
     Stats,
     Dns,
     Sockets,
+    Fw,
+    FwAdded,
     Changes,
     Dump,
     Switches,
@@ -915,6 +970,29 @@ fn print(p: &Printer, v: &Value, json: bool) {
                 println!("search {}", search.join(" "));
             }
         }
+        Printer::Fw => {
+            // The rule column is what `fw add` takes back.
+            println!("{:>10} {:>12}  rule", "packets", "bytes");
+            for r in v["rules"].as_array().into_iter().flatten() {
+                println!(
+                    "{:>10} {:>12}  {}",
+                    s(r, "packets"),
+                    s(r, "bytes"),
+                    s(r, "rule")
+                );
+            }
+            for p in v["policy"].as_array().into_iter().flatten() {
+                println!(
+                    "{:>10} {:>12}  policy {} {}",
+                    s(p, "packets"),
+                    s(p, "bytes"),
+                    s(p, "hook"),
+                    s(p, "action")
+                );
+            }
+            println!("states {} (max {})", s(v, "states"), s(v, "states_max"));
+        }
+        Printer::FwAdded => println!("{}", s(v, "rule")),
         Printer::Dump => print!("{}", v["toml"].as_str().unwrap_or_default()),
         Printer::Port => println!("port {} {}", s(v, "port"), s(v, "host")),
         Printer::Switches => {

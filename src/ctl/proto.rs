@@ -220,6 +220,42 @@ pub enum Op {
         /// The vnet.
         vnet: String,
     },
+    /// Add a firewall rule, given in its text form
+    /// (`[NUM] ACTION [in|out|fwd] [recv|xmit|via IF] [proto P] [from ..] [to ..] ...`);
+    /// replies with its number and canonical text.
+    FwAdd {
+        /// The vnet.
+        vnet: String,
+        /// The rule.
+        rule: String,
+    },
+    /// Remove a firewall rule.
+    FwDel {
+        /// The vnet.
+        vnet: String,
+        /// The rule's number.
+        number: u32,
+    },
+    /// A vnet's firewall: rules with their counters, the policies with
+    /// theirs, the number of tracked connections.
+    FwShow {
+        /// The vnet.
+        vnet: String,
+    },
+    /// Remove every firewall rule of a vnet (the policies stay).
+    FwFlush {
+        /// The vnet.
+        vnet: String,
+    },
+    /// Set the default policy of a firewall hook.
+    FwPolicy {
+        /// The vnet.
+        vnet: String,
+        /// `in`, `out` or `fwd`.
+        hook: String,
+        /// `allow`, `drop`, `reject` or `reject admin`.
+        action: String,
+    },
     /// A vnet's protocol counters.
     Stats {
         /// The vnet.
@@ -388,6 +424,7 @@ impl Op {
                 | Op::SwitchShow { .. }
                 | Op::FilterShow { .. }
                 | Op::Capture { .. }
+                | Op::FwShow { .. }
                 | Op::Dump
         ) && !matches!(self, Op::Batch { ops, .. } if ops.iter().all(|o| !o.mutates()))
     }

@@ -20,6 +20,7 @@ use super::topology;
 use crate::driver::realtime::Realtime;
 use crate::ifnet::{self, IfError};
 use crate::sockets::dns::{self, Resolv};
+use crate::stack::firewall::{self, FwError};
 use crate::stack::route::RouteKind;
 use crate::stack::sysctl::{self, SysctlError};
 use crate::stack::{self, ConfigError};
@@ -116,6 +117,15 @@ fn sysctl_err(vnet: &str, e: SysctlError) -> ErrorBody {
     let kind = match e {
         SysctlError::Unknown(_) | SysctlError::Vnet(_) => ErrorKind::NotFound,
         SysctlError::BadValue { .. } => ErrorKind::Invalid,
+    };
+    err(kind, format!("vnet {vnet:?}: {e}"))
+}
+
+fn fw_err(vnet: &str, e: FwError) -> ErrorBody {
+    let kind = match e {
+        FwError::NoSuchRule(_) | FwError::Vnet(_) => ErrorKind::NotFound,
+        FwError::Exists(_) => ErrorKind::Exists,
+        FwError::BadRule { .. } | FwError::NoNumberLeft(_) => ErrorKind::Invalid,
     };
     err(kind, format!("vnet {vnet:?}: {e}"))
 }
@@ -621,6 +631,69 @@ impl Server {
                 .map_err(|e| err(ErrorKind::NotFound, format!("vnet {vnet:?}: {e}")))?;
                 Ok(Value::Null)
             }
+            Op::FwAdd { vnet, rule } => {
+                let v = self.owned(uid, &vnet)?;
+                let mut r = firewall::parse(&rule).map_err(|e| fw_err(&vnet, e))?;
+                let n = v
+                    .enter(|| firewall::add_rule(r.clone()))
+                    .map_err(|e| fw_err(&vnet, e))?;
+                r.number = Some(n);
+                Ok(json!({ "number": n, "rule": r.to_string() }))
+            }
+            Op::FwDel { vnet, number } => {
+                let v = self.owned(uid, &vnet)?;
+                let n = u16::try_from(number)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        err(
+                            ErrorKind::Invalid,
+                            format!(
+                                "vnet {vnet:?}: rule number {number} is not from 1 to {}",
+                                firewall::MAX_NUMBER
+                            ),
+                        )
+                    })?;
+                v.enter(|| firewall::del(n)).map_err(|e| fw_err(&vnet, e))?;
+                Ok(Value::Null)
+            }
+            Op::FwFlush { vnet } => {
+                let v = self.owned(uid, &vnet)?;
+                v.enter(firewall::flush).map_err(|e| fw_err(&vnet, e))?;
+                Ok(Value::Null)
+            }
+            Op::FwPolicy { vnet, hook, action } => {
+                let v = self.owned(uid, &vnet)?;
+                let bad = |m: String| err(ErrorKind::Invalid, format!("vnet {vnet:?}: {m}"));
+                let hook: firewall::Hook = hook.parse().map_err(bad)?;
+                let action: firewall::Action = action.parse().map_err(bad)?;
+                v.enter(|| firewall::set_policy(hook, action))
+                    .map_err(|e| fw_err(&vnet, e))?;
+                Ok(Value::Null)
+            }
+            Op::FwShow { vnet } => {
+                let v = self.vnet(&vnet)?;
+                let now = self.rt().now();
+                let l = v
+                    .enter(|| firewall::show(now))
+                    .map_err(|e| fw_err(&vnet, e))?;
+                Ok(json!({
+                    "rules": l.rules.iter().map(|r| json!({
+                        "number": r.rule.number,
+                        "rule": r.rule.to_string(),
+                        "packets": r.counter.packets,
+                        "bytes": r.counter.bytes,
+                    })).collect::<Vec<_>>(),
+                    "policy": l.policies.iter().map(|p| json!({
+                        "hook": p.hook.name(),
+                        "action": p.action.to_string(),
+                        "packets": p.counter.packets,
+                        "bytes": p.counter.bytes,
+                    })).collect::<Vec<_>>(),
+                    "states": l.states,
+                    "states_max": l.states_max,
+                }))
+            }
             Op::Stats { vnet } => {
                 let v = self.vnet(&vnet)?;
                 let st = v
@@ -643,6 +716,9 @@ impl Server {
                 });
                 m.insert("sockets".into(), json!(socks));
                 m.insert("sockets_served".into(), json!(served));
+                let now = self.rt().now();
+                let states = v.enter(|| firewall::show(now)).map_or(0, |l| l.states);
+                m.insert("fw_states".into(), json!(states));
                 Ok(Value::Object(m))
             }
             Op::Apply { toml } => Ok(json!(self.apply(&toml, uid)?)),

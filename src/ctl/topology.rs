@@ -30,6 +30,10 @@
 //! [vnet.green.link.eth0]
 //! type = "port"                            # an interface on a switch port
 //! switch = "br0"
+//!
+//! [vnet.blue.fw]                           # blue's firewall
+//! policy = { in = "drop" }                 # hooks in, out, fwd; allow when absent
+//! rules = ["100 allow in state established,related", "200 allow in proto tcp to any port 80"]
 //! ```
 //!
 //! [`plan`] compares a file with the running state and lists the requests
@@ -46,6 +50,7 @@ use serde::{Deserialize, Serialize};
 use super::l2::Switches;
 use super::proto::Op;
 use crate::ifnet;
+use crate::stack::firewall::{self, Action, Hook};
 use crate::stack::route::RouteKind;
 use crate::stack::sysctl::{self, Tunables};
 use crate::stack::{self};
@@ -103,6 +108,67 @@ pub struct VnetSpec {
     /// Name resolution for programs in the vnet.
     #[serde(default, skip_serializing_if = "DnsSpec::is_empty")]
     pub dns: DnsSpec,
+    /// The firewall.
+    #[serde(default, skip_serializing_if = "FwSpec::is_empty")]
+    pub fw: FwSpec,
+}
+
+/// A vnet's firewall: its rules (in the text form `vnetctl fw add` takes)
+/// and the default policies that are not `allow`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FwSpec {
+    /// Default policies by hook (`in`, `out`, `fwd`); `allow` when absent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub policy: BTreeMap<String, String>,
+    /// Rules; one without a number gets the previous rule's plus 100.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
+}
+
+impl FwSpec {
+    /// Whether it says nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == FwSpec::default()
+    }
+
+    /// The rules, numbered, in canonical text, by number.
+    ///
+    /// # Errors
+    /// A rule that does not parse, or two with one number.
+    pub fn numbered(&self) -> Result<BTreeMap<u16, String>, String> {
+        let mut out = BTreeMap::new();
+        let mut last = 0u16;
+        for text in &self.rules {
+            let mut r = firewall::parse(text).map_err(|e| e.to_string())?;
+            let n = match r.number {
+                Some(n) => n,
+                None => last
+                    .checked_add(firewall::AUTO_STEP)
+                    .ok_or_else(|| format!("fw rule {text:?}: no number is left after {last}"))?,
+            };
+            r.number = Some(n);
+            if out.insert(n, r.to_string()).is_some() {
+                return Err(format!("fw rule number {n} is given twice"));
+            }
+            last = n;
+        }
+        Ok(out)
+    }
+
+    /// The policies by hook, checked.
+    ///
+    /// # Errors
+    /// An unknown hook or action.
+    pub fn policies(&self) -> Result<BTreeMap<Hook, Action>, String> {
+        let mut out = BTreeMap::new();
+        for (h, a) in &self.policy {
+            let hook: Hook = h.parse().map_err(|e| format!("fw policy: {e}"))?;
+            let action: Action = a.parse().map_err(|e| format!("fw policy {h}: {e}"))?;
+            out.insert(hook, action);
+        }
+        Ok(out)
+    }
 }
 
 /// A vnet's resolver: its `/etc/hosts` and `/etc/resolv.conf`.
@@ -187,6 +253,9 @@ pub struct RouteSpec {
 pub fn parse(text: &str) -> Result<Topology, String> {
     let t: Topology = toml::from_str(text).map_err(|e| e.to_string())?;
     for (vn, v) in &t.vnet {
+        v.fw.numbered()
+            .and_then(|_| v.fw.policies())
+            .map_err(|e| format!("vnet {vn:?}: {e}"))?;
         if let Some(p) = &v.parent
             && p != "vnet0"
             && !t.vnet.contains_key(p)
@@ -372,6 +441,17 @@ fn state(reg: &Registry, uid: u32, admin: bool) -> Topology {
                 hosts: r.hosts.iter().map(|(n, a)| (n.clone(), strs(a))).collect(),
                 nameserver: strs(&r.nameservers),
                 search: r.search.clone(),
+            };
+        }
+        if let Ok(l) = v.enter(|| firewall::show(crate::Instant::ZERO)) {
+            spec.fw = FwSpec {
+                policy: l
+                    .policies
+                    .iter()
+                    .filter(|p| p.action != Action::Allow)
+                    .map(|p| (p.hook.name().to_string(), p.action.to_string()))
+                    .collect(),
+                rules: l.rules.iter().map(|r| r.rule.to_string()).collect(),
             };
         }
         for l in links.iter().filter(|l| l.kind != "loopback") {
@@ -844,6 +924,40 @@ pub fn plan(
             });
         }
     }
+    // The firewall: rules that differ go, then the new ones come, then
+    // the policies.
+    let mut fw = Vec::new();
+    for (vn, wv) in &want.vnet {
+        let hf = have.vnet.get(vn).map(|h| h.fw.clone()).unwrap_or_default();
+        let (h_rules, w_rules) = (hf.numbered()?, wv.fw.numbered()?);
+        for (n, text) in &h_rules {
+            if w_rules.get(n) != Some(text) {
+                fw.push(Op::FwDel {
+                    vnet: vn.clone(),
+                    number: u32::from(*n),
+                });
+            }
+        }
+        for (n, text) in &w_rules {
+            if h_rules.get(n) != Some(text) {
+                fw.push(Op::FwAdd {
+                    vnet: vn.clone(),
+                    rule: text.clone(),
+                });
+            }
+        }
+        let (h_pol, w_pol) = (hf.policies()?, wv.fw.policies()?);
+        for hook in Hook::ALL {
+            let w = w_pol.get(&hook).copied().unwrap_or(Action::Allow);
+            if h_pol.get(&hook).copied().unwrap_or(Action::Allow) != w {
+                fw.push(Op::FwPolicy {
+                    vnet: vn.clone(),
+                    hook: hook.name().to_string(),
+                    action: w.to_string(),
+                });
+            }
+        }
+    }
     // Switches before the links on them; removed ones once their links
     // are gone.
     ops.extend(switch_last);
@@ -853,6 +967,7 @@ pub fn plan(
     ops.extend(routes);
     ops.extend(tunables);
     ops.extend(dns);
+    ops.extend(fw);
     Ok(ops)
 }
 
@@ -951,6 +1066,9 @@ pub fn describe(op: &Op) -> String {
             format!("-n {vnet} link add {name} type port switch {switch}")
         }
         Op::SysctlSet { vnet, key, value } => format!("-n {vnet} sysctl set {key}={value}"),
+        Op::FwAdd { vnet, rule } => format!("-n {vnet} fw add {rule}"),
+        Op::FwDel { vnet, number } => format!("-n {vnet} fw del {number}"),
+        Op::FwPolicy { vnet, hook, action } => format!("-n {vnet} fw policy {hook} {action}"),
         other => format!("{other:?}"),
     }
 }

@@ -1,6 +1,7 @@
-//! Forwarding between a vnet's interfaces, and the ICMP errors a router
-//! sends (time exceeded, destination unreachable, fragmentation needed /
-//! packet too big).
+//! Forwarding between a vnet's interfaces (through the firewall's `fwd`
+//! hook), and the ICMP errors a router sends (time exceeded, destination
+//! unreachable, fragmentation needed / packet too big), which the firewall's
+//! `reject` sends too.
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
@@ -11,6 +12,7 @@ use smoltcp::wire::{
 
 use super::Inet;
 use super::device::{HEADROOM, Pkt};
+use super::firewall::Hook;
 use super::output::Origin;
 use crate::ifnet::{IfIndex, IfnetTable};
 
@@ -27,8 +29,18 @@ enum V4Err {
 
 enum V6Err {
     TimeExceeded,
-    NoRoute,
+    Unreachable(Icmpv6DstUnreachable),
     TooBig(u32),
+}
+
+/// Where an ICMP error comes from.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum ErrFrom {
+    /// An address of this interface (the one the offending packet came in
+    /// on), else of the interface that leads back to its sender.
+    Iface(Option<IfIndex>),
+    /// This address (the offending packet's destination).
+    Addr(IpAddress),
 }
 
 impl Inet {
@@ -37,6 +49,9 @@ impl Inet {
         if ttl <= 1 {
             self.stats.ip_ttl_exceeded += 1;
             self.icmp4_error(ifs, Some(in_if), pkt.ip(), V4Err::TimeExceeded);
+            return;
+        }
+        if !self.fw_pass(ifs, Hook::Fwd, Some(in_if), None, pkt.ip()) {
             return;
         }
         {
@@ -55,6 +70,9 @@ impl Inet {
             self.icmp6_error(ifs, Some(in_if), pkt.ip(), V6Err::TimeExceeded);
             return;
         }
+        if !self.fw_pass(ifs, Hook::Fwd, Some(in_if), None, pkt.ip()) {
+            return;
+        }
         Ipv6Packet::new_unchecked(pkt.ip_mut()).set_hop_limit(hl - 1);
         self.stats.ip_forwarded += 1;
         self.ip_output(ifs, pkt, Origin::Forward);
@@ -69,7 +87,12 @@ impl Inet {
                 ip,
                 V4Err::Unreachable(Icmpv4DstUnreachable::NetUnreachable),
             ),
-            Some(6) => self.icmp6_error(ifs, None, ip, V6Err::NoRoute),
+            Some(6) => self.icmp6_error(
+                ifs,
+                None,
+                ip,
+                V6Err::Unreachable(Icmpv6DstUnreachable::NoRoute),
+            ),
             _ => {}
         }
     }
@@ -78,9 +101,10 @@ impl Inet {
     /// fragmented. The error is queued for output at the end of this round
     /// (through the routing device) since an interface is borrowed here.
     pub(super) fn icmp_too_big(&mut self, ip: &[u8], mtu: usize) {
+        let from = ErrFrom::Iface(None);
         let pkt = match ip.first().map(|b| b >> 4) {
-            Some(4) => self.build_icmp4(None, ip, V4Err::NeedFrag(mtu as u16)),
-            Some(6) => self.build_icmp6(None, ip, V6Err::TooBig(mtu as u32)),
+            Some(4) => self.build_icmp4(from, ip, V4Err::NeedFrag(mtu as u16)),
+            Some(6) => self.build_icmp6(from, ip, V6Err::TooBig(mtu as u32)),
             _ => None,
         };
         if let Some(p) = pkt {
@@ -96,7 +120,7 @@ impl Inet {
         ip: &[u8],
         kind: V4Err,
     ) {
-        if let Some(p) = self.build_icmp4(in_if, ip, kind) {
+        if let Some(p) = self.build_icmp4(ErrFrom::Iface(in_if), ip, kind) {
             self.stats.icmp_errors_out += 1;
             self.ip_output(ifs, p, Origin::Local);
         }
@@ -109,20 +133,49 @@ impl Inet {
         ip: &[u8],
         kind: V6Err,
     ) {
-        if let Some(p) = self.build_icmp6(in_if, ip, kind) {
+        if let Some(p) = self.build_icmp6(ErrFrom::Iface(in_if), ip, kind) {
             self.stats.icmp_errors_out += 1;
             self.ip_output(ifs, p, Origin::Local);
         }
     }
 
-    /// The source of an ICMP error about a packet from `to`: an address of
-    /// the interface it came in on, else of the interface that leads back.
-    fn error_source(&self, in_if: Option<IfIndex>, to: IpAddress) -> Option<IpAddress> {
-        let back = in_if.or_else(|| self.routes.lookup(to, &|_| true).map(|r| r.ifindex))?;
-        self.source_for(back, to)
+    /// The source of an ICMP error about a packet from `to`.
+    fn error_source(&self, from: ErrFrom, to: IpAddress) -> Option<IpAddress> {
+        match from {
+            ErrFrom::Addr(a) => Some(a),
+            ErrFrom::Iface(in_if) => {
+                let back =
+                    in_if.or_else(|| self.routes.lookup(to, &|_| true).map(|r| r.ifindex))?;
+                self.source_for(back, to)
+            }
+        }
     }
 
-    fn build_icmp4(&self, in_if: Option<IfIndex>, ip: &[u8], kind: V4Err) -> Option<Pkt> {
+    /// A destination unreachable answering a packet the firewall rejected:
+    /// port unreachable, or administratively prohibited.
+    pub(super) fn build_unreachable(&self, from: ErrFrom, ip: &[u8], admin: bool) -> Option<Pkt> {
+        match ip.first().map(|b| b >> 4) {
+            Some(4) => {
+                let reason = if admin {
+                    Icmpv4DstUnreachable::CommProhibited
+                } else {
+                    Icmpv4DstUnreachable::PortUnreachable
+                };
+                self.build_icmp4(from, ip, V4Err::Unreachable(reason))
+            }
+            Some(6) => {
+                let reason = if admin {
+                    Icmpv6DstUnreachable::AdminProhibit
+                } else {
+                    Icmpv6DstUnreachable::PortUnreachable
+                };
+                self.build_icmp6(from, ip, V6Err::Unreachable(reason))
+            }
+            _ => None,
+        }
+    }
+
+    fn build_icmp4(&self, from: ErrFrom, ip: &[u8], kind: V4Err) -> Option<Pkt> {
         if !self.tunables.icmp_errors {
             return None;
         }
@@ -146,7 +199,7 @@ impl Inet {
                 return None;
             }
         }
-        let IpAddress::Ipv4(src) = self.error_source(in_if, IpAddress::Ipv4(header.src_addr))?
+        let IpAddress::Ipv4(src) = self.error_source(from, IpAddress::Ipv4(header.src_addr))?
         else {
             return None;
         };
@@ -192,7 +245,7 @@ impl Inet {
         Some(Pkt { buf, off: HEADROOM })
     }
 
-    fn build_icmp6(&self, in_if: Option<IfIndex>, ip: &[u8], kind: V6Err) -> Option<Pkt> {
+    fn build_icmp6(&self, from: ErrFrom, ip: &[u8], kind: V6Err) -> Option<Pkt> {
         if !self.tunables.icmp_errors {
             return None;
         }
@@ -201,13 +254,26 @@ impl Inet {
         if header.src_addr.is_unspecified() || header.src_addr.is_multicast() {
             return None;
         }
+        // Only "packet too big" may answer a multicast packet (RFC 4443
+        // section 2.4); nothing answers a fragment other than the first.
+        if header.dst_addr.is_multicast() && !matches!(kind, V6Err::TooBig(_)) {
+            return None;
+        }
+        if u8::from(header.next_header) == 44
+            && orig
+                .payload()
+                .get(2..4)
+                .is_some_and(|o| u16::from_be_bytes([o[0], o[1]]) >> 3 != 0)
+        {
+            return None;
+        }
         if header.next_header == IpProtocol::Icmpv6 {
             let t = orig.payload().first().copied().unwrap_or(0);
             if t < 128 {
                 return None;
             }
         }
-        let IpAddress::Ipv6(src) = self.error_source(in_if, IpAddress::Ipv6(header.src_addr))?
+        let IpAddress::Ipv6(src) = self.error_source(from, IpAddress::Ipv6(header.src_addr))?
         else {
             return None;
         };
@@ -219,8 +285,8 @@ impl Inet {
                 header,
                 data,
             },
-            V6Err::NoRoute => Icmpv6Repr::DstUnreachable {
-                reason: Icmpv6DstUnreachable::NoRoute,
+            V6Err::Unreachable(reason) => Icmpv6Repr::DstUnreachable {
+                reason,
                 header,
                 data,
             },

@@ -9,6 +9,7 @@ use smoltcp::wire::{
 };
 
 use super::device::Pkt;
+use super::firewall::Hook;
 use super::output::{clamp_tcp_mss, rewrite_mss, solicited_node};
 use super::reassembly::{Outcome, Reassembly};
 use super::{Inet, max_age};
@@ -263,6 +264,9 @@ impl Inet {
     }
 
     fn deliver_whole(&mut self, ifs: &mut IfnetTable, ifindex: IfIndex, mut pkt: Pkt) {
+        if !self.fw_pass(ifs, Hook::In, Some(ifindex), None, pkt.ip()) {
+            return;
+        }
         if let Some((mtu, tso)) = ifs.get(ifindex).map(|i| (i.mtu(), i.tso())) {
             let ip = pkt.ip_mut();
             let hdr = match ip[0] >> 4 {

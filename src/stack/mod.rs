@@ -19,6 +19,8 @@
 //! - **Port tables** ([`ports`]) with `EADDRINUSE`, `SO_REUSEADDR` and
 //!   ephemeral ports, a **listen backlog** of N pending connections, and a
 //!   socket API ([`socket`]) that reports errors as a host would.
+//! - **A firewall** ([`firewall`]) per vnet: ordered rules on the input,
+//!   output and forwarding paths, with connection tracking.
 //! - **Tunables** ([`sysctl`]) and **counters** ([`stats`]) per vnet.
 //! - **MSS clamping**: smoltcp's device MTU is 65535 so that loopback and
 //!   jumbo links run at full size; a TCP SYN leaving or entering through an
@@ -29,6 +31,7 @@
 //! on wires, and says when it next needs to run and which vnets it sent to.
 
 pub mod device;
+pub mod firewall;
 mod forward;
 mod input;
 pub mod neighbor;
@@ -41,7 +44,7 @@ pub mod stats;
 pub mod sysctl;
 
 use rand_chacha::ChaCha8Rng;
-use rand_core::SeedableRng;
+use rand_core::{RngCore, SeedableRng};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
@@ -92,6 +95,7 @@ pub struct Inet {
     next_arrival: Option<Instant>,
     frag_ident: u16,
     reasm: reassembly::Reassembly,
+    fw: firewall::Firewall,
 }
 
 impl std::fmt::Debug for Inet {
@@ -143,6 +147,9 @@ impl PerVnet for Inet {
             next_arrival: None,
             frag_ident: 0,
             reasm: reassembly::Reassembly::default(),
+            fw: firewall::Firewall::new(
+                ChaCha8Rng::seed_from_u64(cx.seed ^ 0xf12e_3a11).next_u64(),
+            ),
         };
         let lo = cx
             .vars
@@ -417,6 +424,7 @@ impl Inet {
         }
         self.neighbor_timers(ifs);
         self.stats.ip_reasm_fails += self.reasm.expire(now) as u64;
+        self.fw.tick(now);
         let mut deadline = self.iface.poll_at(now, &self.sockets);
         let mut fold = |d: Option<Instant>| {
             deadline = match (deadline, d) {

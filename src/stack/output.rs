@@ -8,14 +8,17 @@ use smoltcp::wire::{
 
 use super::Inet;
 use super::device::{HEADROOM, Pkt};
+use super::firewall::Hook;
 use super::neighbor::Lookup;
 use crate::ifnet::{IfIndex, IfnetTable};
 
-/// Who made a packet: this vnet's sockets, or another host (forwarding).
+/// Who made a packet: this vnet's sockets, another host (forwarding), or
+/// the firewall (a reject's answer, which the firewall does not filter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Origin {
     Local,
     Forward,
+    Firewall,
 }
 
 pub(super) fn ip_dst(ip: &[u8]) -> Option<IpAddress> {
@@ -63,7 +66,7 @@ impl Inet {
             self.stats.ip_in_hdr_errors += 1;
             return;
         };
-        if origin == Origin::Local && (self.is_local(dst) || Self::is_loopback_dst(dst)) {
+        if origin != Origin::Forward && (self.is_local(dst) || Self::is_loopback_dst(dst)) {
             if let Some(lo) = ifs.get_mut(1) {
                 lo.stats.opackets += 1;
                 lo.stats.obytes += pkt.ip().len() as u64;
@@ -93,6 +96,9 @@ impl Inet {
             }
             return;
         };
+        if origin == Origin::Local && !self.fw_pass(ifs, Hook::Out, None, Some(ifindex), pkt.ip()) {
+            return;
+        }
         self.if_output(ifs, ifindex, nexthop, pkt, origin);
     }
 
@@ -115,7 +121,7 @@ impl Inet {
         }
         if ifp.is_loopback() {
             // A route through lo0 is a blackhole for other hosts' packets.
-            if origin == Origin::Local {
+            if origin != Origin::Forward {
                 self.dev.rx.push_back(pkt);
             } else {
                 self.stats.ip_no_route += 1;
@@ -388,7 +394,7 @@ impl Inet {
         // smoltcp sends every datagram with identification 0 (it never
         // fragments): give each datagram we split an identification of its
         // own, so a receiver cannot mix pieces of two.
-        let ident = if origin == Origin::Local {
+        let ident = if origin != Origin::Forward {
             self.frag_ident = self.frag_ident.wrapping_add(1);
             self.frag_ident
         } else {

@@ -101,5 +101,11 @@ counters!(
         udp_out,
         /// UDP datagrams received by a socket.
         udp_in,
+        /// Packets the firewall dropped or rejected (by a rule or a policy).
+        fw_dropped,
+        /// Answers to rejected packets sent (TCP resets, ICMP unreachables).
+        fw_rejects_out,
+        /// New flows dropped because the firewall's state table was full.
+        fw_states_full,
     }
 );

@@ -39,6 +39,21 @@ pub struct Tunables {
     pub neighbor_max_age_s: u64,
     /// `net.inet.icmp.errors`: send ICMP errors (time exceeded, unreachable).
     pub icmp_errors: bool,
+    /// `net.inet.ip.fw.dyn_max`: most firewall state entries.
+    pub fw_dyn_max: usize,
+    /// `net.inet.ip.fw.dyn_syn_lifetime`: seconds a TCP connection being
+    /// opened is tracked after its last packet.
+    pub fw_dyn_syn_lifetime_s: u64,
+    /// `net.inet.ip.fw.dyn_ack_lifetime`: the same for an established one.
+    pub fw_dyn_ack_lifetime_s: u64,
+    /// `net.inet.ip.fw.dyn_fin_lifetime`: the same for one closed (FIN both
+    /// ways, or a reset).
+    pub fw_dyn_fin_lifetime_s: u64,
+    /// `net.inet.ip.fw.dyn_udp_lifetime`: the same for a UDP flow.
+    pub fw_dyn_udp_lifetime_s: u64,
+    /// `net.inet.ip.fw.dyn_short_lifetime`: the same for ICMP echo and other
+    /// protocols.
+    pub fw_dyn_short_lifetime_s: u64,
 }
 
 impl Default for Tunables {
@@ -60,6 +75,12 @@ impl Default for Tunables {
             max_sockets: 4096,
             neighbor_max_age_s: 300,
             icmp_errors: true,
+            fw_dyn_max: 65536,
+            fw_dyn_syn_lifetime_s: 30,
+            fw_dyn_ack_lifetime_s: 86_400,
+            fw_dyn_fin_lifetime_s: 10,
+            fw_dyn_udp_lifetime_s: 60,
+            fw_dyn_short_lifetime_s: 30,
         }
     }
 }
@@ -233,6 +254,60 @@ pub static TUNABLES: &[Tunable] = &[
         "send ICMP errors (time exceeded, unreachable)",
         bool,
         icmp_errors
+    ),
+    tunable!(
+        "net.inet.ip.fw.dyn_max",
+        "most firewall state entries (new flows are dropped beyond)",
+        "1 to 1048576",
+        fw_dyn_max,
+        usize,
+        1,
+        1 << 20
+    ),
+    tunable!(
+        "net.inet.ip.fw.dyn_syn_lifetime",
+        "seconds a TCP connection being opened stays tracked after its last packet",
+        "1 to 86400",
+        fw_dyn_syn_lifetime_s,
+        u64,
+        1,
+        86_400
+    ),
+    tunable!(
+        "net.inet.ip.fw.dyn_ack_lifetime",
+        "seconds an established TCP connection stays tracked after its last packet",
+        "1 to 2592000",
+        fw_dyn_ack_lifetime_s,
+        u64,
+        1,
+        2_592_000
+    ),
+    tunable!(
+        "net.inet.ip.fw.dyn_fin_lifetime",
+        "seconds a closed TCP connection (FIN both ways, or reset) stays tracked",
+        "1 to 86400",
+        fw_dyn_fin_lifetime_s,
+        u64,
+        1,
+        86_400
+    ),
+    tunable!(
+        "net.inet.ip.fw.dyn_udp_lifetime",
+        "seconds a UDP flow stays tracked after its last packet",
+        "1 to 86400",
+        fw_dyn_udp_lifetime_s,
+        u64,
+        1,
+        86_400
+    ),
+    tunable!(
+        "net.inet.ip.fw.dyn_short_lifetime",
+        "seconds an ICMP echo or other flow stays tracked after its last packet",
+        "1 to 86400",
+        fw_dyn_short_lifetime_s,
+        u64,
+        1,
+        86_400
     ),
 ];
 
