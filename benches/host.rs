@@ -10,7 +10,7 @@
 //! Run: `cargo bench --bench host` as root (with iproute2 and
 //! netcat-openbsd). Results are medians with [min – max] over the rounds.
 
-#[path = "support/os.rs"]
+#[path = "../tests/kernel/mod.rs"]
 mod os;
 #[path = "support/report.rs"]
 mod report;

@@ -20,7 +20,7 @@
 
 #[path = "../tests/daemon/mod.rs"]
 mod daemon;
-#[path = "support/os.rs"]
+#[path = "../tests/kernel/mod.rs"]
 mod os;
 #[path = "support/report.rs"]
 mod report;

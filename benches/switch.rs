@@ -16,7 +16,7 @@
 //!
 //! Run: `cargo bench --bench switch` (the host part as root, with iproute2).
 
-#[path = "support/os.rs"]
+#[path = "../tests/kernel/mod.rs"]
 mod os;
 #[path = "support/report.rs"]
 mod report;

@@ -5,34 +5,15 @@
 
 mod daemon;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use daemon::host::{Bg, wait_for};
+use daemon::host::{Bg, tshark, wait_for};
 use daemon::{TWO_HOSTS, Vnetd};
-
-/// A vnet with interface eth0 on `switch`, up, with `addrs`.
-fn on_switch(d: &Vnetd, vnet: &str, switch: &str, addrs: &[&str]) {
-    d.ctl_ok(&["vnet", "add", vnet]);
-    d.ctl_ok(&[
-        "-n", vnet, "link", "add", "eth0", "type", "port", "switch", switch,
-    ]);
-    d.ctl_ok(&["-n", vnet, "link", "set", "eth0", "up"]);
-    for a in addrs {
-        d.ctl_ok(&["-n", vnet, "addr", "add", a, "dev", "eth0"]);
-    }
-}
-
-fn json(d: &Vnetd, args: &[&str]) -> serde_json::Value {
-    let mut a = vec!["-j"];
-    a.extend_from_slice(args);
-    serde_json::from_slice(&d.ctl_ok(&a).stdout).unwrap()
-}
 
 /// The number of `vnet`'s port on `switch`.
 fn port_of(d: &Vnetd, switch: &str, vnet: &str) -> String {
-    let v = json(d, &["switch", "show", switch]);
+    let v = d.json(&["switch", "show", switch]);
     v[0]["ports"]
         .as_array()
         .unwrap()
@@ -48,7 +29,7 @@ fn drops(d: &Vnetd, target: &str, name: &str, reason: &str) -> u64 {
     let mut args: Vec<&str> = target.split(' ').collect();
     let t = args.pop().unwrap();
     args.extend(["filter", "show", t]);
-    let v = json(d, &args);
+    let v = d.json(&args);
     let f = v
         .as_array()
         .unwrap()
@@ -89,7 +70,7 @@ for src in sys.argv[2:]:
 "#;
 
 fn stack_sockets(d: &Vnetd, vnet: &str) -> u64 {
-    json(d, &["-n", vnet, "stats"])["sockets"].as_u64().unwrap()
+    d.json(&["-n", vnet, "stats"])["sockets"].as_u64().unwrap()
 }
 
 #[test]
@@ -97,10 +78,11 @@ fn a_port_policy_drops_a_forged_source_and_counts_it_while_legitimate_traffic_fl
     let d = Vnetd::start("filter-spoof", "");
     d.ctl_ok(&["switch", "add", "br0"]);
     // a owns 10.6.0.1; 10.6.0.66 is an address it gives itself.
-    on_switch(&d, "a", "br0", &["10.6.0.1/24", "10.6.0.66/24"]);
-    on_switch(&d, "b", "br0", &["10.6.0.2/24"]);
+    d.on_switch("a", "br0", &["10.6.0.1/24", "10.6.0.66/24"]);
+    d.on_switch("b", "br0", &["10.6.0.2/24"]);
     let pa = format!("br0:{}", port_of(&d, "br0", "a"));
-    let mac = json(&d, &["-n", "a", "link", "show"])
+    let mac = d
+        .json(&["-n", "a", "link", "show"])
         .as_array()
         .unwrap()
         .iter()
@@ -189,45 +171,14 @@ fn a_port_policy_drops_a_forged_source_and_counts_it_while_legitimate_traffic_fl
     assert_eq!(sink.stdout().trim(), "10.6.0.66#0 10.6.0.66#1 10.6.0.66#2");
 }
 
-fn tshark(file: &Path, fields: &[&str], filter: &str) -> Vec<String> {
-    let mut c = Command::new("tshark");
-    c.arg("-n")
-        .arg("-r")
-        .arg(file)
-        .args(["-T", "fields", "-Y", filter]);
-    for f in fields {
-        c.args(["-e", f]);
-    }
-    let o = c.output().expect("tshark");
-    assert!(
-        o.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn capture(d: &Vnetd, args: &[&str], file: &Path) -> Bg {
-    let mut c = d.ctl();
-    c.arg("capture").args(args).arg("-w").arg(file);
-    let bg = Bg::spawn(c);
-    wait_for("the capture to start", Duration::from_secs(10), || {
-        std::fs::metadata(file).is_ok_and(|m| m.len() >= 24)
-    });
-    bg
-}
-
 #[test]
 fn a_receive_filter_asking_for_another_clients_traffic_gets_none_of_it() {
     let d = Vnetd::start("filter-recv", "");
     // A hub: without filters every port gets every frame.
     d.ctl_ok(&["switch", "add", "hub0", "--mode", "hub"]);
-    on_switch(&d, "a", "hub0", &["10.6.0.1/24"]);
-    on_switch(&d, "b", "hub0", &["10.6.0.2/24"]);
-    on_switch(&d, "c", "hub0", &["10.6.0.3/24"]);
+    d.on_switch("a", "hub0", &["10.6.0.1/24"]);
+    d.on_switch("b", "hub0", &["10.6.0.2/24"]);
+    d.on_switch("c", "hub0", &["10.6.0.3/24"]);
     let pc = format!("hub0:{}", port_of(&d, "hub0", "c"));
     // c asks for b's traffic (its own receive filter)...
     d.ctl_ok(&[
@@ -254,7 +205,7 @@ fn a_receive_filter_asking_for_another_clients_traffic_gets_none_of_it() {
         "10.6.0.3",
     ]);
     let file = d.dir.join("c.pcap");
-    let cap = capture(&d, &["-n", "c", "eth0"], &file);
+    let cap = d.capture(&["-n", "c", "eth0"], &file);
     let ping = |n: &str| {
         let o = d
             .exec(
@@ -267,21 +218,21 @@ fn a_receive_filter_asking_for_another_clients_traffic_gets_none_of_it() {
     };
     ping("10");
     drop(cap);
-    let seen = tshark(&file, &["ip.src", "ip.dst"], "icmp");
+    let seen = tshark(&file, &["ip.src", "ip.dst"], Some("icmp"));
     assert!(seen.is_empty(), "c got a's and b's pings: {seen:?}");
     assert!(
         drops(&d, &pc, "policy", "destination not allowed") >= 20,
         "{}",
-        json(&d, &["filter", "show", &pc])
+        d.json(&["filter", "show", &pc])
     );
     // The test can fail: without the policy, c's own filter lets b's
     // pings in.
     d.ctl_ok(&["filter", "del", &pc, "in", "policy"]);
     let file2 = d.dir.join("c2.pcap");
-    let cap = capture(&d, &["-n", "c", "eth0"], &file2);
+    let cap = d.capture(&["-n", "c", "eth0"], &file2);
     ping("5");
     drop(cap);
-    let seen = tshark(&file2, &["ip.src", "ip.dst"], "icmp");
+    let seen = tshark(&file2, &["ip.src", "ip.dst"], Some("icmp"));
     assert!(
         seen.iter().filter(|l| *l == "10.6.0.1\t10.6.0.2").count() >= 5,
         "{seen:?}"
@@ -289,7 +240,7 @@ fn a_receive_filter_asking_for_another_clients_traffic_gets_none_of_it() {
     // c's own filter counted what it refused (none of a's pings are for
     // b's address alone... all are: it refused nothing of them), and the
     // listing of c's interfaces shows it.
-    let all = json(&d, &["-n", "c", "filter", "show"]);
+    let all = d.json(&["-n", "c", "filter", "show"]);
     assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
     assert_eq!(all[0]["name"], "mine");
     assert!(all[0]["passed"].as_u64().unwrap() >= 10, "{all}");
@@ -299,7 +250,7 @@ fn a_receive_filter_asking_for_another_clients_traffic_gets_none_of_it() {
 fn a_capture_with_a_filter_expression_holds_the_tcp_handshake_and_pipes_into_tcpdump() {
     let d = Vnetd::start("filter-capture", TWO_HOSTS);
     let file = d.dir.join("hs.pcap");
-    let cap = capture(&d, &["-n", "red", "eth0", "-f", "tcp port 7000"], &file);
+    let cap = d.capture(&["-n", "red", "eth0", "-f", "tcp port 7000"], &file);
     let pipe = Bg::spawn({
         let mut c = Command::new("sh");
         c.arg("-c").arg(format!(
@@ -317,7 +268,7 @@ fn a_capture_with_a_filter_expression_holds_the_tcp_handshake_and_pipes_into_tcp
         c
     });
     wait_for("blue's listener", Duration::from_secs(20), || {
-        json(&d, &["-n", "blue", "stats"])["sockets"]
+        d.json(&["-n", "blue", "stats"])["sockets"]
             .as_u64()
             .unwrap()
             >= 1
@@ -335,14 +286,14 @@ fn a_capture_with_a_filter_expression_holds_the_tcp_handshake_and_pipes_into_tcp
     let flags = tshark(
         &file,
         &["ip.src", "ip.dst", "tcp.flags.syn", "tcp.flags.ack"],
-        "tcp",
+        Some("tcp"),
     );
     assert!(flags.len() >= 3, "{flags:?}");
     assert_eq!(flags[0], "10.0.0.1\t10.0.0.2\t1\t0", "{flags:?}");
     assert_eq!(flags[1], "10.0.0.2\t10.0.0.1\t1\t1", "{flags:?}");
     assert_eq!(flags[2], "10.0.0.1\t10.0.0.2\t0\t1", "{flags:?}");
     // Nothing but TCP port 7000 was written.
-    let all = tshark(&file, &["frame.number"], "not (tcp.port == 7000)");
+    let all = tshark(&file, &["frame.number"], Some("not (tcp.port == 7000)"));
     assert!(all.is_empty(), "{all:?}");
     // tcpdump read the live stream: three frames, the first a SYN.
     let out = pipe.stdout();
@@ -363,79 +314,21 @@ fn bad_filters_are_refused_with_a_reason_and_change_nothing() {
         let e = String::from_utf8_lossy(&o.stderr);
         assert!(e.contains(want), "{args:?}: {e}");
     };
-    fails(
-        &[
-            "-n",
-            "red",
-            "filter",
-            "add",
-            "eth0",
-            "out",
-            "-f",
-            "ip and and",
-        ],
-        "syntax error",
-    );
-    fails(
-        &[
-            "-n",
-            "red",
-            "filter",
-            "add",
-            "eth0",
-            "out",
-            "--bpf",
-            "1,6 0 0 0,6 0 0 0",
-        ],
-        "",
-    );
-    fails(
-        &[
-            "-n",
-            "red",
-            "filter",
-            "add",
-            "eth0",
-            "out",
-            "--bpf",
-            "1,21 5 0 1",
-        ],
-        "jump",
-    );
-    fails(
-        &[
-            "-n",
-            "red",
-            "filter",
-            "add",
-            "eth0",
-            "out",
-            "--allow-src",
-            "10.0.0.300",
-        ],
-        "not an address",
-    );
-    fails(
-        &[
-            "-n",
-            "red",
-            "filter",
-            "add",
-            "eth0",
-            "out",
-            "--allow-mac",
-            "zz:00",
-        ],
-        "not a MAC",
-    );
+    let add_fails = |extra: &[&str], want: &str| {
+        let mut args = vec!["-n", "red", "filter", "add", "eth0", "out"];
+        args.extend_from_slice(extra);
+        fails(&args, want);
+    };
+    add_fails(&["-f", "ip and and"], "syntax error");
+    add_fails(&["--bpf", "1,6 0 0 0,6 0 0 0"], "the count says 1");
+    add_fails(&["--bpf", "1,21 5 0 1"], "jump");
+    add_fails(&["--allow-src", "10.0.0.300"], "not an address");
+    add_fails(&["--allow-mac", "zz:00"], "not a MAC");
     fails(
         &["-n", "red", "filter", "add", "eth0", "sideways", "-f", "ip"],
         "use in",
     );
-    fails(
-        &["-n", "red", "filter", "add", "eth0", "out"],
-        "needs something to check",
-    );
+    add_fails(&[], "needs something to check");
     fails(
         &["-n", "red", "filter", "add", "lo0", "out", "-f", "ip"],
         "loopback",
@@ -463,7 +356,7 @@ fn bad_filters_are_refused_with_a_reason_and_change_nothing() {
     );
     // Only the one good filter is there, and traffic (ARP is not IP) is
     // dropped by it and counted: the filter is live.
-    let v = json(&d, &["-n", "red", "filter", "show"]);
+    let v = d.json(&["-n", "red", "filter", "show"]);
     assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
     let o = d
         .exec("red", &["ping", "-n", "-c", "1", "-W", "1", "10.0.0.2"])

@@ -5,56 +5,12 @@
 mod daemon;
 mod kernel;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use daemon::Vnetd;
-use daemon::host::{Bg, wait_for};
+use daemon::host::{Bg, tshark, wait_for};
 use kernel::{Netns, privileged};
-
-fn tshark(file: &Path, fields: &[&str], filter: Option<&str>) -> Vec<String> {
-    let mut c = Command::new("tshark");
-    c.arg("-n").arg("-r").arg(file).args(["-T", "fields"]);
-    for f in fields {
-        c.args(["-e", f]);
-    }
-    if let Some(f) = filter {
-        c.args(["-Y", f]);
-    }
-    let o = c.output().expect("tshark");
-    assert!(
-        o.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// Starts `vnetctl capture ARGS -w FILE` and waits until the file has its
-/// header (the capture is in place).
-fn capture(d: &Vnetd, args: &[&str], file: &Path) -> Bg {
-    let mut c = d.ctl();
-    c.arg("capture").args(args).arg("-w").arg(file);
-    let bg = Bg::spawn(c);
-    wait_for("the capture to start", Duration::from_secs(10), || {
-        std::fs::metadata(file).is_ok_and(|m| m.len() >= 24)
-    });
-    bg
-}
-
-/// A vnet with interface eth0 on `switch`, up, with `addr`.
-fn on_switch(d: &Vnetd, vnet: &str, switch: &str, addr: &str) {
-    d.ctl_ok(&["vnet", "add", vnet]);
-    d.ctl_ok(&[
-        "-n", vnet, "link", "add", "eth0", "type", "port", "switch", switch,
-    ]);
-    d.ctl_ok(&["-n", vnet, "link", "set", "eth0", "up"]);
-    d.ctl_ok(&["-n", vnet, "addr", "add", addr, "dev", "eth0"]);
-}
 
 fn ping_ok(c: &mut Command) {
     let o = c.output().unwrap();
@@ -80,10 +36,10 @@ fn three_vnets_and_a_namespace_on_a_learning_switch_reach_each_other_and_another
         ("b", "10.9.0.2/24"),
         ("c", "10.9.0.3/24"),
     ] {
-        on_switch(&d, v, "br0", a);
+        d.on_switch(v, "br0", &[a]);
     }
     // The fourth vnet is on the same subnet, but on another switch.
-    on_switch(&d, "d", "br1", "10.9.0.4/24");
+    d.on_switch("d", "br1", &["10.9.0.4/24"]);
     let ns = Netns::new("sw");
     let tap = format!("vsw{}", std::process::id() % 100_000);
     let out = d.ctl_ok(&["switch", "port", "add", "br0", "tap", &tap]);
@@ -91,9 +47,9 @@ fn three_vnets_and_a_namespace_on_a_learning_switch_reach_each_other_and_another
     ns.adopt(&tap, &["10.9.0.100/24"]);
 
     let dcap = d.dir.join("d.pcap");
-    let dcapture = capture(&d, &["-n", "d", "eth0"], &dcap);
+    let dcapture = d.capture(&["-n", "d", "eth0"], &dcap);
     let allcap = d.dir.join("br0.pcap");
-    let allcapture = capture(&d, &["--switch", "br0"], &allcap);
+    let allcapture = d.capture(&["--switch", "br0"], &allcap);
 
     // The kernel reaches each vnet, each vnet the kernel and the others.
     for ip in ["10.9.0.1", "10.9.0.2", "10.9.0.3"] {
@@ -189,12 +145,12 @@ fn three_vnets_and_a_namespace_on_a_learning_switch_reach_each_other_and_another
 fn ports_come_and_go_while_traffic_flows_and_a_hub_floods() {
     let d = Vnetd::start("switch-hub", "");
     d.ctl_ok(&["switch", "add", "hub0", "--mode", "hub"]);
-    on_switch(&d, "a", "hub0", "10.8.0.1/24");
-    on_switch(&d, "b", "hub0", "10.8.0.2/24");
-    on_switch(&d, "c", "hub0", "10.8.0.3/24");
+    d.on_switch("a", "hub0", &["10.8.0.1/24"]);
+    d.on_switch("b", "hub0", &["10.8.0.2/24"]);
+    d.on_switch("c", "hub0", &["10.8.0.3/24"]);
     // c hears a and b talking: a hub sends every frame everywhere.
     let ccap = d.dir.join("c.pcap");
-    let cc = capture(&d, &["-n", "c", "eth0"], &ccap);
+    let cc = d.capture(&["-n", "c", "eth0"], &ccap);
     let mut flood = d.exec("a", &["ping", "-n", "-i", "0.05", "-c", "60", "10.8.0.2"]);
     let pinger = Bg::spawn({
         flood.stdout(std::process::Stdio::null());
@@ -203,7 +159,7 @@ fn ports_come_and_go_while_traffic_flows_and_a_hub_floods() {
     // Meanwhile ports are added and removed.
     for i in 0..5 {
         let name = format!("x{i}");
-        on_switch(&d, &name, "hub0", &format!("10.8.0.{}/24", 10 + i));
+        d.on_switch(&name, "hub0", &[&format!("10.8.0.{}/24", 10 + i)]);
         d.ctl_ok(&["-n", &name, "link", "del", "eth0"]);
         d.ctl_ok(&["vnet", "del", &name]);
     }

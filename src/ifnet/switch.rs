@@ -28,7 +28,7 @@ use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::EthernetAddress;
 
 use super::tap::TapHandle;
-use super::wire::{LinkStage, StageId, Verdict, Wake, Wire};
+use super::wire::{LinkStage, StageId, Stages, Verdict, Wake, Wire};
 
 /// How a switch forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -217,8 +217,7 @@ struct Inner {
     next_port: u32,
     macs: HashMap<EthernetAddress, (u32, Instant)>,
     /// Stages that see every frame entering the switch (capture).
-    stages: Vec<(StageId, Box<dyn LinkStage>)>,
-    next_stage: StageId,
+    stages: Stages,
     stats: SwitchStats,
     alive: bool,
 }
@@ -252,8 +251,7 @@ impl Switch {
                 ports: Vec::new(),
                 next_port: 1,
                 macs: HashMap::new(),
-                stages: Vec::new(),
-                next_stage: 1,
+                stages: Stages::default(),
                 stats: SwitchStats::default(),
                 alive: true,
             }),
@@ -407,19 +405,12 @@ impl Switch {
     /// Adds a stage that sees every frame entering the switch (capture);
     /// its verdict is ignored. Returns its id.
     pub fn push_stage(&self, stage: Box<dyn LinkStage>) -> StageId {
-        let mut g = self.lock();
-        let id = g.next_stage;
-        g.next_stage += 1;
-        g.stages.push((id, stage));
-        id
+        self.lock().stages.push(stage)
     }
 
     /// Removes a stage added by [`Switch::push_stage`].
     pub fn remove_stage(&self, id: StageId) -> bool {
-        let mut g = self.lock();
-        let before = g.stages.len();
-        g.stages.retain(|(i, _)| *i != id);
-        g.stages.len() != before
+        self.lock().stages.remove(id)
     }
 
     /// Takes a frame that port `from` sent at `now` and queues it for the
@@ -436,7 +427,7 @@ impl Switch {
             .rx_bytes
             .fetch_add(frame.len() as u64, Ordering::Relaxed);
         g.stats.frames += 1;
-        for (_, s) in g.stages.iter_mut() {
+        for s in g.stages.iter_mut() {
             let _: Verdict = s.process(now, &frame);
         }
         if frame.len() < 14 {

@@ -41,6 +41,47 @@ pub struct StageReport {
 /// Identifies a stage on its wire, for removal.
 pub type StageId = u64;
 
+/// An ordered list of stages, each with an id (a wire's, or a switch's).
+#[derive(Default)]
+pub(super) struct Stages {
+    list: Vec<(StageId, Box<dyn LinkStage>)>,
+    next: StageId,
+}
+
+impl Stages {
+    /// Adds a stage at the end; returns its id.
+    pub(super) fn push(&mut self, stage: Box<dyn LinkStage>) -> StageId {
+        self.next += 1;
+        self.list.push((self.next, stage));
+        self.next
+    }
+
+    /// Removes the stage with this id; false if there is none.
+    pub(super) fn remove(&mut self, id: StageId) -> bool {
+        let before = self.list.len();
+        self.list.retain(|(i, _)| *i != id);
+        self.list.len() != before
+    }
+
+    /// Removes every stage.
+    pub(super) fn clear(&mut self) {
+        self.list.clear();
+    }
+
+    /// The stages in order, to run them.
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Box<dyn LinkStage>> {
+        self.list.iter_mut().map(|(_, s)| s)
+    }
+
+    /// The ids and reports of the stages that give one.
+    fn reports(&self) -> Vec<(StageId, StageReport)> {
+        self.list
+            .iter()
+            .filter_map(|(id, s)| s.report().map(|r| (*id, r)))
+            .collect()
+    }
+}
+
 /// What a stage decides for one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -148,8 +189,7 @@ struct Inner {
     /// False once either end is destroyed.
     alive: bool,
     limit: usize,
-    stages: Vec<(StageId, Box<dyn LinkStage>)>,
-    next_stage: StageId,
+    stages: Stages,
     stats: WireStats,
 }
 
@@ -189,8 +229,7 @@ impl Wire {
                 rx: Receiver::None,
                 alive: true,
                 limit: DEFAULT_QUEUE_LIMIT,
-                stages: Vec::new(),
-                next_stage: 1,
+                stages: Stages::default(),
                 stats: WireStats::default(),
             }),
         }
@@ -225,7 +264,7 @@ impl Wire {
         }
         let mut at = now;
         let inner = &mut *g;
-        for (_, stage) in inner.stages.iter_mut() {
+        for stage in inner.stages.iter_mut() {
             match stage.process(now, &frame) {
                 Verdict::Pass => {}
                 Verdict::Delay(d) => at += d,
@@ -344,28 +383,17 @@ impl Wire {
     /// Adds a stage; frames pass stages in the order they were added.
     /// Returns its id on this wire.
     pub fn push_stage(&self, stage: Box<dyn LinkStage>) -> StageId {
-        let mut g = self.lock();
-        let id = g.next_stage;
-        g.next_stage += 1;
-        g.stages.push((id, stage));
-        id
+        self.lock().stages.push(stage)
     }
 
     /// Removes the stage with this id; false if there is none.
     pub fn remove_stage(&self, id: StageId) -> bool {
-        let mut g = self.lock();
-        let before = g.stages.len();
-        g.stages.retain(|(i, _)| *i != id);
-        g.stages.len() != before
+        self.lock().stages.remove(id)
     }
 
     /// The ids and reports of the stages that give one, in order.
     pub fn reports(&self) -> Vec<(StageId, StageReport)> {
-        self.lock()
-            .stages
-            .iter()
-            .filter_map(|(id, s)| s.report().map(|r| (*id, r)))
-            .collect()
+        self.lock().stages.reports()
     }
 
     /// Removes every stage.

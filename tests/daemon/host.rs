@@ -53,3 +53,26 @@ pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The `fields` of the frames in capture `file` that match display filter
+/// `filter`, as tshark prints them (tab-separated, a line per frame).
+pub fn tshark(file: &std::path::Path, fields: &[&str], filter: Option<&str>) -> Vec<String> {
+    let mut c = Command::new("tshark");
+    c.arg("-n").arg("-r").arg(file).args(["-T", "fields"]);
+    for f in fields {
+        c.args(["-e", f]);
+    }
+    if let Some(f) = filter {
+        c.args(["-Y", f]);
+    }
+    let o = c.output().expect("tshark");
+    assert!(
+        o.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}

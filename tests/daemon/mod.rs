@@ -95,6 +95,37 @@ impl Vnetd {
         c
     }
 
+    /// Runs vnetctl with `-j` and `args`, expecting success; its JSON.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["-j"];
+        a.extend_from_slice(args);
+        serde_json::from_slice(&self.ctl_ok(&a).stdout).unwrap()
+    }
+
+    /// Makes vnet `vnet` with interface eth0 on `switch`, up, with `addrs`.
+    pub fn on_switch(&self, vnet: &str, switch: &str, addrs: &[&str]) {
+        self.ctl_ok(&["vnet", "add", vnet]);
+        self.ctl_ok(&[
+            "-n", vnet, "link", "add", "eth0", "type", "port", "switch", switch,
+        ]);
+        self.ctl_ok(&["-n", vnet, "link", "set", "eth0", "up"]);
+        for a in addrs {
+            self.ctl_ok(&["-n", vnet, "addr", "add", a, "dev", "eth0"]);
+        }
+    }
+
+    /// Starts `vnetctl capture ARGS -w FILE` and waits until the file has
+    /// its header (the capture is in place).
+    pub fn capture(&self, args: &[&str], file: &Path) -> host::Bg {
+        let mut c = self.ctl();
+        c.arg("capture").args(args).arg("-w").arg(file);
+        let bg = host::Bg::spawn(c);
+        host::wait_for("the capture to start", Duration::from_secs(10), || {
+            std::fs::metadata(file).is_ok_and(|m| m.len() >= 24)
+        });
+        bg
+    }
+
     /// Whether vnetd is still running.
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()

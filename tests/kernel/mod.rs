@@ -1,6 +1,6 @@
 //! The Linux kernel as a peer: whether the tests may make network
 //! namespaces and TAP devices, a namespace of the test's own, and child
-//! processes that do not outlive the test.
+//! processes that do not outlive the test. The benchmarks use it too.
 #![allow(dead_code)]
 
 use std::process::{Child, Command};
@@ -51,6 +51,11 @@ impl Netns {
         sh(&["ip", "netns", "add", &name]);
         sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
         Netns(name)
+    }
+
+    /// A shell command line run inside the namespace.
+    pub fn cmd(&self, shell: &str) -> Command {
+        self.exec(&["sh", "-c", shell])
     }
 
     /// A command run inside the namespace.
