@@ -50,6 +50,9 @@ fn three_vnets_and_a_namespace_on_a_learning_switch_reach_each_other_and_another
     let dcapture = d.capture(&["-n", "d", "eth0"], &dcap);
     let allcap = d.dir.join("br0.pcap");
     let allcapture = d.capture(&["--switch", "br0"], &allcap);
+    // The TAP's port is the fourth made on br0.
+    let tapcap = d.dir.join("tap.pcap");
+    let tapcapture = d.capture(&["br0:4"], &tapcap);
 
     // The kernel reaches each vnet, each vnet the kernel and the others.
     for ip in ["10.9.0.1", "10.9.0.2", "10.9.0.3"] {
@@ -95,6 +98,7 @@ fn three_vnets_and_a_namespace_on_a_learning_switch_reach_each_other_and_another
 
     drop(dcapture);
     drop(allcapture);
+    drop(tapcapture);
     // d saw only its own ARP requests: nothing from a, b, c or the kernel.
     let seen = tshark(&dcap, &["eth.src", "arp.src.proto_ipv4", "ip.src"], None);
     assert!(!seen.is_empty(), "d's capture is empty: it does not work");
@@ -117,6 +121,14 @@ fn three_vnets_and_a_namespace_on_a_learning_switch_reach_each_other_and_another
             "no echo reply from {ip} in {icmp:?}"
         );
     }
+    // The TAP's port saw the kernel's pings, and none of the vnets' pings
+    // to each other once the switch had learned where they are.
+    let icmp = tshark(&tapcap, &["ip.src", "ip.dst"], Some("icmp"));
+    assert!(icmp.iter().any(|l| l == "10.9.0.100\t10.9.0.1"), "{icmp:?}");
+    assert!(
+        icmp.iter().all(|l| l.contains("10.9.0.100")),
+        "the TAP's port got unicast frames between vnets: {icmp:?}"
+    );
     // Unplugging the TAP port removes the device and what was learned on it.
     let tap_port = v[0]["ports"]
         .as_array()
