@@ -125,19 +125,27 @@ impl Server {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn filter_add(
-        &self,
-        uid: u32,
-        at: &Target,
-        dir: &str,
-        name: Option<&str>,
-        expr: Option<&str>,
-        prog: Option<&str>,
-        allow_src: &[String],
-        allow_dst: &[String],
-        allow_mac: &[String],
-    ) -> Result<Value, ErrorBody> {
+    /// Serves a `filter_add` request.
+    fn filter_add(&self, uid: u32, op: &Op) -> Result<Value, ErrorBody> {
+        let Op::FilterAdd {
+            at,
+            dir,
+            name,
+            expr,
+            bpf: prog,
+            allow_src,
+            allow_dst,
+            allow_mac,
+        } = op
+        else {
+            return Err(err(ErrorKind::BadRequest, "not a filter_add request"));
+        };
+        let (dir, name, expr, prog) = (
+            dir.as_str(),
+            name.as_deref(),
+            expr.as_deref(),
+            prog.as_deref(),
+        );
         let place = self.place(uid, at)?;
         let wire = Self::filter_wire(&place, dir)?;
         let bad = |e: String| err(ErrorKind::Invalid, e);
@@ -430,26 +438,7 @@ impl Server {
                     }
                 }
             }),
-            Op::FilterAdd {
-                at,
-                dir,
-                name,
-                expr,
-                bpf,
-                allow_src,
-                allow_dst,
-                allow_mac,
-            } => self.filter_add(
-                uid,
-                at,
-                dir,
-                name.as_deref(),
-                expr.as_deref(),
-                bpf.as_deref(),
-                allow_src,
-                allow_dst,
-                allow_mac,
-            ),
+            Op::FilterAdd { .. } => self.filter_add(uid, op),
             Op::FilterDel { at, dir, name } => self.filter_del(uid, at, dir, name),
             Op::FilterShow { at } => self.filter_show(uid, at),
             Op::LinkAddPort {

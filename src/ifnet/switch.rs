@@ -222,6 +222,17 @@ struct Inner {
     alive: bool,
 }
 
+impl Inner {
+    /// The port with this number: ports are kept in the order they were
+    /// made, so by number, and found by binary search on every frame.
+    fn port(&self, id: u32) -> Option<&Arc<Port>> {
+        self.ports
+            .binary_search_by_key(&id, |p| p.id)
+            .ok()
+            .map(|i| &self.ports[i])
+    }
+}
+
 /// A switch (see the module documentation).
 pub struct Switch {
     name: String,
@@ -330,7 +341,7 @@ impl Switch {
     pub fn remove_port(&self, id: u32) -> bool {
         let port = {
             let mut g = self.lock();
-            let Some(pos) = g.ports.iter().position(|p| p.id == id) else {
+            let Ok(pos) = g.ports.binary_search_by_key(&id, |p| p.id) else {
                 return false;
             };
             g.macs.retain(|_, (p, _)| *p != id);
@@ -372,7 +383,7 @@ impl Switch {
 
     /// The port with this number.
     pub fn port(&self, id: u32) -> Option<Arc<Port>> {
-        self.lock().ports.iter().find(|p| p.id == id).cloned()
+        self.lock().port(id).cloned()
     }
 
     /// A copy of the counters.
@@ -418,7 +429,7 @@ impl Switch {
     pub(super) fn input(&self, from: u32, now: Instant, frame: Vec<u8>, wake: &mut Wake<'_>) {
         let mut g = self.lock();
         let g = &mut *g;
-        let Some(src_port) = g.ports.iter().find(|p| p.id == from) else {
+        let Some(src_port) = g.port(from) else {
             return;
         };
         src_port.counters.rx_frames.fetch_add(1, Ordering::Relaxed);
@@ -459,7 +470,7 @@ impl Switch {
             Some(port) if port == from => g.stats.same_port += 1,
             Some(port) => {
                 g.stats.unicast += 1;
-                if let Some(p) = g.ports.iter().find(|p| p.id == port) {
+                if let Some(p) = g.port(port) {
                     p.deliver(now, frame, wake);
                 }
             }
