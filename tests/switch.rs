@@ -269,6 +269,10 @@ type = "port"
 switch = "br0"
 up = true
 addr = ["10.7.0.1/24"]
+filter = [
+  { name = "spoof", dir = "out", allow_src = ["10.7.0.1"], allow_mac = [] },
+  { name = "mine", dir = "in", expr = "arp or ip dst host 10.7.0.1" },
+]
 
 [vnet.b.link.eth0]
 type = "port"
@@ -292,6 +296,17 @@ switch = "br1"
     std::fs::write(&file, &dump).unwrap();
     let again = d.ctl_ok(&["apply", file.to_str().unwrap()]);
     assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), "no changes");
+    // A filter that changes goes and comes back; the other stays.
+    let changed = dump.replace("arp or ip dst host 10.7.0.1", "arp or ip host 10.7.0.1");
+    assert_ne!(changed, dump);
+    std::fs::write(&file, &changed).unwrap();
+    let out = String::from_utf8(d.ctl_ok(&["apply", file.to_str().unwrap()]).stdout).unwrap();
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["-n a filter del eth0 in mine", "-n a filter add eth0 in --name mine"],
+        "{out}"
+    );
+    let dump = String::from_utf8(d.ctl_ok(&["dump"]).stdout).unwrap();
     // A switch that leaves the file goes, with the interfaces on it first.
     let less = dump.replace("[switch.br1]\n", "").replace(
         "[vnet.b.link.eth1]\ntype = \"port\"\nswitch = \"br1\"\nup = false\n",

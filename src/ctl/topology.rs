@@ -30,6 +30,7 @@
 //! [vnet.green.link.eth0]
 //! type = "port"                            # an interface on a switch port
 //! switch = "br0"
+//! filter = [{ name = "spoof", dir = "out", allow_src = ["10.0.0.3"] }]
 //!
 //! [vnet.blue.fw]                           # blue's firewall
 //! policy = { in = "drop" }                 # hooks in, out, fwd; allow when absent
@@ -229,6 +230,143 @@ pub struct LinkSpec {
     /// Addresses with prefix lengths.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addr: Vec<String>,
+    /// Packet filters on the interface (for a port: on the switch's port).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filter: Vec<FilterSpec>,
+}
+
+/// One packet filter, as `vnetctl filter add` takes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSpec {
+    /// Its name (unique per interface and direction).
+    pub name: String,
+    /// `in` (what the interface receives) or `out` (what it sends).
+    pub dir: String,
+    /// Source MAC addresses allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_mac: Vec<String>,
+    /// Source prefixes allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_src: Vec<String>,
+    /// Destination prefixes allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_dst: Vec<String>,
+    /// A classic BPF program (`tcpdump -ddd` form, or commas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpf: Option<String>,
+    /// A tcpdump expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expr: Option<String>,
+}
+
+impl FilterSpec {
+    /// The same filter in the words a running filter reports: prefixes in
+    /// canonical form (a bare address is a host prefix), MAC addresses in
+    /// lower case, a program on one line. What does not parse is left
+    /// as it is (vnetd refuses it with the reason).
+    fn canonical(&self) -> FilterSpec {
+        let cidrs = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .flat_map(|s| s.split(','))
+                .map(|s| {
+                    let s = s.trim();
+                    let full = if s.contains('/') {
+                        s.to_string()
+                    } else if s.contains(':') {
+                        format!("{s}/128")
+                    } else {
+                        format!("{s}/32")
+                    };
+                    full.parse::<smoltcp::wire::IpCidr>()
+                        .map_or_else(|_| s.to_string(), |c| c.to_string())
+                })
+                .collect()
+        };
+        FilterSpec {
+            name: self.name.clone(),
+            dir: self.dir.clone(),
+            allow_mac: self
+                .allow_mac
+                .iter()
+                .flat_map(|s| s.split(','))
+                .map(|m| m.trim().to_ascii_lowercase().replace('-', ":"))
+                .collect(),
+            allow_src: cidrs(&self.allow_src),
+            allow_dst: cidrs(&self.allow_dst),
+            bpf: self.bpf.as_ref().map(|b| {
+                ifnet::bpf::Program::from_text(b).map_or_else(|_| b.clone(), |p| p.to_line())
+            }),
+            expr: self.expr.clone(),
+        }
+    }
+
+    /// Rebuilt from what a running filter reports of its checks.
+    fn from_report(dir: &str, r: &ifnet::StageReport) -> FilterSpec {
+        use ifnet::bpf::Check;
+        let mut f = FilterSpec {
+            name: r.name.clone(),
+            dir: dir.to_string(),
+            ..FilterSpec::default()
+        };
+        let list = |t: &str, kw: &str| -> Vec<String> {
+            t.strip_prefix(kw)
+                .unwrap_or(t)
+                .split(',')
+                .map(str::to_string)
+                .collect()
+        };
+        for (reason, text) in &r.checks {
+            match *reason {
+                Check::MAC => f.allow_mac = list(text, "allow-mac "),
+                Check::SRC => f.allow_src = list(text, "allow-src "),
+                Check::DST => f.allow_dst = list(text, "allow-dst "),
+                Check::PROGRAM => f.bpf = Some(text.clone()),
+                _ => f.expr = Some(text.clone()),
+            }
+        }
+        f
+    }
+
+    fn op(&self, vnet: &str, dev: &str) -> Op {
+        Op::FilterAdd {
+            at: target(vnet, dev),
+            dir: self.dir.clone(),
+            name: Some(self.name.clone()),
+            expr: self.expr.clone(),
+            bpf: self.bpf.clone(),
+            allow_src: self.allow_src.clone(),
+            allow_dst: self.allow_dst.clone(),
+            allow_mac: self.allow_mac.clone(),
+        }
+    }
+}
+
+fn target(vnet: &str, dev: &str) -> super::proto::Target {
+    super::proto::Target {
+        vnet: Some(vnet.to_string()),
+        dev: Some(dev.to_string()),
+        ..super::proto::Target::default()
+    }
+}
+
+/// The filters on interface `dev` of `v`, in the order they run, `in` first.
+fn link_filters(v: &std::sync::Arc<crate::vnet::Vnet>, dev: &str) -> Vec<FilterSpec> {
+    let wires = v
+        .enter(|| ifnet::with_ifnet(dev, |i| (i.rx_wire().cloned(), i.tx_wire().cloned())))
+        .ok();
+    let Some((rx, tx)) = wires else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (dir, w) in [("in", rx), ("out", tx)] {
+        for (_, r) in w.map(|w| w.reports()).unwrap_or_default() {
+            if r.kind == "filter" {
+                out.push(FilterSpec::from_report(dir, &r));
+            }
+        }
+    }
+    out
 }
 
 /// One static route.
@@ -298,6 +436,22 @@ pub fn parse(text: &str) -> Result<Topology, String> {
                     return Err(format!(
                         "{at}: type {k:?} is not one of \"epair\", \"tap\", \"af_packet\", \"port\""
                     ));
+                }
+            }
+            for f in &l.filter {
+                if f.dir != "in" && f.dir != "out" {
+                    return Err(format!(
+                        "{at}: filter {:?}: dir {:?} is not \"in\" or \"out\"",
+                        f.name, f.dir
+                    ));
+                }
+                if l.filter
+                    .iter()
+                    .filter(|g| g.name == f.name && g.dir == f.dir)
+                    .count()
+                    > 1
+                {
+                    return Err(format!("{at}: two filters named {:?} ({})", f.name, f.dir));
                 }
             }
             if l.kind.is_none() && !is_far_end(&t, vn, ln) {
@@ -456,6 +610,7 @@ fn state(reg: &Registry, uid: u32, admin: bool) -> Topology {
         }
         for l in links.iter().filter(|l| l.kind != "loopback") {
             let mut ls = LinkSpec {
+                filter: link_filters(v, &l.name),
                 mtu: (l.mtu != 1500).then_some(l.mtu),
                 up: l.up,
                 addr: addrs
@@ -729,6 +884,7 @@ pub fn plan(
     }
     let (mut links, mut settings, mut routes, mut tunables) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut filters_del, mut filters_add) = (Vec::new(), Vec::new());
     for (vn, wv) in &want.vnet {
         let hv = have.vnet.get(vn).unwrap_or(&empty);
         // Every link of this vnet the file mentions, or implies as the far
@@ -831,6 +987,20 @@ pub fn plan(
             }
             if up_now && !wl.up {
                 settings.push(set(Some(false), None));
+            }
+            // Filters that differ go and come back as the file says; the
+            // others keep running (and counting).
+            let h_filters = hl.map(|h| h.filter.clone()).unwrap_or_default();
+            let w_filters: Vec<FilterSpec> = wl.filter.iter().map(FilterSpec::canonical).collect();
+            for f in h_filters.iter().filter(|f| !w_filters.contains(f)) {
+                filters_del.push(Op::FilterDel {
+                    at: target(vn, ln),
+                    dir: f.dir.clone(),
+                    name: f.name.clone(),
+                });
+            }
+            for f in w_filters.iter().filter(|f| !h_filters.contains(f)) {
+                filters_add.push(f.op(vn, ln));
             }
         }
         // Routes through links that are removed are gone with them.
@@ -962,8 +1132,10 @@ pub fn plan(
     // are gone.
     ops.extend(switch_last);
     ops.extend(switch_first);
+    ops.extend(filters_del);
     ops.extend(links);
     ops.extend(settings);
+    ops.extend(filters_add);
     ops.extend(routes);
     ops.extend(tunables);
     ops.extend(dns);
@@ -1058,6 +1230,17 @@ pub fn describe(op: &Op) -> String {
         ),
         Op::SwitchSet { name, .. } => format!("switch set {name}"),
         Op::SwitchDel { name } => format!("switch del {name}"),
+        Op::FilterAdd { at, dir, name, .. } => format!(
+            "-n {} filter add {} {dir} --name {}",
+            at.vnet.as_deref().unwrap_or_default(),
+            at.dev.as_deref().unwrap_or_default(),
+            name.as_deref().unwrap_or_default()
+        ),
+        Op::FilterDel { at, dir, name } => format!(
+            "-n {} filter del {} {dir} {name}",
+            at.vnet.as_deref().unwrap_or_default(),
+            at.dev.as_deref().unwrap_or_default()
+        ),
         Op::SwitchPortAdd { switch, kind, host } => {
             format!("switch port add {switch} {kind} {host}")
         }

@@ -36,6 +36,9 @@ pub struct StageReport {
     pub passed: u64,
     /// Frames it dropped, per reason.
     pub drops: Vec<(&'static str, u64)>,
+    /// What it checks, in order: each check's drop reason and text (a
+    /// filter's options, expression or program, as it was made from them).
+    pub checks: Vec<(&'static str, String)>,
 }
 
 /// Identifies a stage on its wire, for removal.

@@ -227,6 +227,7 @@ impl LinkStage for Filter {
                 .join("; "),
             passed: h.passed(),
             drops: h.drops(),
+            checks: h.checks().into_iter().map(|c| (c.reason, c.text)).collect(),
         })
     }
 }
