@@ -303,7 +303,10 @@ switch = "br1"
     let out = String::from_utf8(d.ctl_ok(&["apply", file.to_str().unwrap()]).stdout).unwrap();
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
-        ["-n a filter del eth0 in mine", "-n a filter add eth0 in --name mine"],
+        [
+            "-n a filter del eth0 in mine",
+            "-n a filter add eth0 in --name mine"
+        ],
         "{out}"
     );
     let dump = String::from_utf8(d.ctl_ok(&["dump"]).stdout).unwrap();
