@@ -251,6 +251,8 @@ fn a_capture_with_a_filter_expression_holds_the_tcp_handshake_and_pipes_into_tcp
     let d = Vnetd::start("filter-capture", TWO_HOSTS);
     let file = d.dir.join("hs.pcap");
     let cap = d.capture(&["-n", "red", "eth0", "-f", "tcp port 7000"], &file);
+    let ng = d.dir.join("hs.pcapng");
+    let capng = d.capture(&["-n", "blue", "eth0", "--pcapng", "-f", "tcp"], &ng);
     let pipe = Bg::spawn({
         let mut c = Command::new("sh");
         c.arg("-c").arg(format!(
@@ -282,6 +284,7 @@ fn a_capture_with_a_filter_expression_holds_the_tcp_handshake_and_pipes_into_tcp
     assert!(server.wait(Duration::from_secs(10)).success());
     std::thread::sleep(Duration::from_millis(300));
     drop(cap);
+    drop(capng);
     // SYN, SYN-ACK, ACK, in that order, between the right ends.
     let flags = tshark(
         &file,
@@ -292,6 +295,15 @@ fn a_capture_with_a_filter_expression_holds_the_tcp_handshake_and_pipes_into_tcp
     assert_eq!(flags[0], "10.0.0.1\t10.0.0.2\t1\t0", "{flags:?}");
     assert_eq!(flags[1], "10.0.0.2\t10.0.0.1\t1\t1", "{flags:?}");
     assert_eq!(flags[2], "10.0.0.1\t10.0.0.2\t0\t1", "{flags:?}");
+    // The pcapng capture of the other end holds the same handshake.
+    let magic = std::fs::read(&ng).unwrap();
+    assert_eq!(&magic[..4], &[0x0a, 0x0d, 0x0d, 0x0a], "not pcapng");
+    let ngflags = tshark(
+        &ng,
+        &["ip.src", "ip.dst", "tcp.flags.syn", "tcp.flags.ack"],
+        Some("tcp"),
+    );
+    assert_eq!(&ngflags[..3], &flags[..3], "{ngflags:?}");
     // Nothing but TCP port 7000 was written.
     let all = tshark(&file, &["frame.number"], Some("not (tcp.port == 7000)"));
     assert!(all.is_empty(), "{all:?}");
