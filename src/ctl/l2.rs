@@ -153,17 +153,9 @@ impl Server {
             v.iter()
                 .flat_map(|s| s.split(','))
                 .map(|s| {
-                    let s = s.trim();
-                    // A bare address is a host prefix.
-                    let full = if s.contains('/') {
-                        s.to_string()
-                    } else if s.contains(':') {
-                        format!("{s}/128")
-                    } else {
-                        format!("{s}/32")
-                    };
-                    full.parse()
-                        .map_err(|_| bad(format!("{what} {s:?} is not an address or prefix")))
+                    parse_prefix(s).ok_or_else(|| {
+                        bad(format!("{what} {:?} is not an address or prefix", s.trim()))
+                    })
                 })
                 .collect()
         };
@@ -446,7 +438,7 @@ impl Server {
                 name,
                 switch,
             } => self.owned_vnet(uid, vnet).and_then(|v| {
-                let sw = self.switch_for_port(uid, switch)?;
+                let sw = self.switch_owned(uid, switch)?;
                 ifnet::port(&v, name, &sw).map_err(|e| if_err(vnet, e))?;
                 Ok(Value::Null)
             }),
@@ -487,12 +479,6 @@ impl Server {
         map.insert(name.to_string(), SwitchEntry { sw, owner: uid });
         log::info!("switch {name:?} created by uid {uid}");
         Ok(Value::Null)
-    }
-
-    /// A switch the caller may plug a vnet's interface into: their own, or
-    /// any switch for an administrator.
-    fn switch_for_port(&self, uid: u32, name: &str) -> Result<Arc<Switch>, ErrorBody> {
-        self.switch_owned(uid, name)
     }
 
     fn switch_port_add(
@@ -748,8 +734,30 @@ fn describe(place: &Place) -> String {
     }
 }
 
+/// A prefix, or a bare address as a host prefix (`10.0.0.1` is
+/// `10.0.0.1/32`).
+pub(super) fn parse_prefix(s: &str) -> Option<smoltcp::wire::IpCidr> {
+    let s = s.trim();
+    if s.contains('/') {
+        s.parse().ok()
+    } else {
+        let a: smoltcp::wire::IpAddress = s.parse().ok()?;
+        let len = if matches!(a, smoltcp::wire::IpAddress::Ipv4(_)) {
+            32
+        } else {
+            128
+        };
+        Some(smoltcp::wire::IpCidr::new(a, len))
+    }
+}
+
+/// A MAC address in the form listings use: lower case, colons.
+pub(super) fn mac_text(b: [u8; 6]) -> String {
+    b.map(|x| format!("{x:02x}")).join(":")
+}
+
 /// `02:00:5e:00:00:01` (or with dashes).
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
+pub(super) fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let parts: Vec<&str> = s.split([':', '-']).collect();
     if parts.len() != 6 {
         return None;

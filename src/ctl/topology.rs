@@ -48,7 +48,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::l2::Switches;
+use super::l2::{Switches, mac_text, parse_mac, parse_prefix};
 use super::proto::Op;
 use crate::ifnet;
 use crate::stack::firewall::{self, Action, Hook};
@@ -269,18 +269,7 @@ impl FilterSpec {
         let cidrs = |v: &[String]| -> Vec<String> {
             v.iter()
                 .flat_map(|s| s.split(','))
-                .map(|s| {
-                    let s = s.trim();
-                    let full = if s.contains('/') {
-                        s.to_string()
-                    } else if s.contains(':') {
-                        format!("{s}/128")
-                    } else {
-                        format!("{s}/32")
-                    };
-                    full.parse::<smoltcp::wire::IpCidr>()
-                        .map_or_else(|_| s.to_string(), |c| c.to_string())
-                })
+                .map(|s| parse_prefix(s).map_or_else(|| s.trim().to_string(), |c| c.to_string()))
                 .collect()
         };
         FilterSpec {
@@ -290,7 +279,7 @@ impl FilterSpec {
                 .allow_mac
                 .iter()
                 .flat_map(|s| s.split(','))
-                .map(|m| m.trim().to_ascii_lowercase().replace('-', ":"))
+                .map(|m| parse_mac(m.trim()).map_or_else(|| m.trim().to_string(), mac_text))
                 .collect(),
             allow_src: cidrs(&self.allow_src),
             allow_dst: cidrs(&self.allow_dst),
@@ -764,7 +753,7 @@ fn plan_switches(
             }
         }
     }
-    for (name, (h, ports)) in &have {
+    for (name, (_, ports)) in &have {
         match want.switch.get(name) {
             None => after.push(Op::SwitchDel { name: name.clone() }),
             Some(w) => {
@@ -777,7 +766,6 @@ fn plan_switches(
                         });
                     }
                 }
-                let _ = h;
             }
         }
     }
