@@ -102,6 +102,13 @@ enum Cmd {
         #[arg(long)]
         pcapng: bool,
     },
+    /// Users' quotas: show, set (root)
+    #[command(subcommand)]
+    Quota(QuotaCmd),
+    /// Give a user an uplink (root): `delegate USER uplink SWITCH|IF
+    /// --addr PREFIX [--rate PPS]`; `delegate show`; `delegate del ID`
+    #[command(subcommand)]
+    Delegate(DelegateCmd),
     /// Run a program with its sockets in VNET (as `ip netns exec`); exits
     /// with the program's status
     Exec {
@@ -110,6 +117,139 @@ enum Cmd {
         /// The program and its arguments (after `--`)
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         argv: Vec<String>,
+    },
+}
+
+/// Limits and restrictions of a vnet (on it and everything under it).
+#[derive(clap::Args, Debug, Default)]
+struct RestrictOpts {
+    /// Most vnets under it
+    #[arg(long)]
+    max_vnets: Option<u64>,
+    /// Most interfaces in it and under it
+    #[arg(long)]
+    max_interfaces: Option<u64>,
+    /// Most sockets served to programs in it and under it
+    #[arg(long)]
+    max_sockets: Option<u64>,
+    /// Most socket buffer memory in it and under it (bytes; k, M, G)
+    #[arg(long, value_parser = parse_size)]
+    max_mem: Option<u64>,
+    /// A prefix its addresses must lie in (repeatable)
+    #[arg(long = "allow-addr", value_name = "PREFIX")]
+    allow_addr: Vec<String>,
+    /// The kinds of links it may make (epair,port,uplink,tap,af_packet)
+    #[arg(long, value_delimiter = ',')]
+    links: Option<Vec<String>>,
+    /// Forbid forwarding
+    #[arg(long)]
+    no_forward: bool,
+}
+
+impl RestrictOpts {
+    fn to_proto(&self) -> vnet::ctl::proto::Restriction {
+        vnet::ctl::proto::Restriction {
+            vnets: self.max_vnets,
+            interfaces: self.max_interfaces,
+            sockets: self.max_sockets,
+            mem: self.max_mem,
+            addrs: (!self.allow_addr.is_empty()).then(|| self.allow_addr.clone()),
+            links: self.links.clone(),
+            no_forward: self.no_forward,
+        }
+    }
+}
+
+use vnet::vnet::limits::parse_size;
+
+/// A user name or number, as the system knows it.
+fn parse_user(t: &str) -> Result<u32, String> {
+    if let Ok(n) = t.parse::<u32>() {
+        return Ok(n);
+    }
+    match nix::unistd::User::from_name(t) {
+        Ok(Some(u)) => Ok(u.uid.as_raw()),
+        Ok(None) => Err(format!("no user named {t:?}")),
+        Err(e) => Err(format!("looking up user {t:?}: {e}")),
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum QuotaCmd {
+    /// Quotas and usage (root: every user that has used vnetd; others: their own)
+    Show {
+        /// One user (name or uid)
+        #[arg(value_parser = parse_user)]
+        user: Option<u32>,
+    },
+    /// Set a user's quota, or with --default that of users with none of
+    /// their own (root)
+    Set {
+        /// The user (name or uid)
+        #[arg(value_parser = parse_user, required_unless_present = "default")]
+        user: Option<u32>,
+        /// Set the default instead
+        #[arg(long, conflicts_with = "user")]
+        default: bool,
+        /// Most vnets
+        #[arg(long)]
+        vnets: Option<u64>,
+        /// Most interfaces
+        #[arg(long)]
+        interfaces: Option<u64>,
+        /// Most sockets
+        #[arg(long)]
+        sockets: Option<u64>,
+        /// Most socket buffer memory (bytes; k, M, G)
+        #[arg(long, value_parser = parse_size)]
+        mem: Option<u64>,
+        /// Back to the default
+        #[arg(long, conflicts_with_all = ["vnets", "interfaces", "sockets", "mem", "default"])]
+        reset: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DelegateCmd {
+    /// The delegations (root: all; others: their own), with their ports'
+    /// policy counters
+    Show,
+    /// Take delegation ID back (its ports are unplugged)
+    Del {
+        /// Its number
+        id: u64,
+    },
+    #[command(external_subcommand)]
+    Grant(Vec<String>),
+}
+
+/// `delegate USER uplink TARGET ...`
+#[derive(Parser, Debug)]
+#[command(name = "vnetctl delegate", no_binary_name = true)]
+struct GrantArgs {
+    /// The user (name or uid)
+    #[arg(value_parser = parse_user)]
+    user: u32,
+    #[command(subcommand)]
+    what: GrantWhat,
+}
+
+#[derive(Subcommand, Debug)]
+enum GrantWhat {
+    /// Ports on switch TARGET (or links to host interface TARGET)
+    Uplink {
+        /// A switch, or a host interface
+        target: String,
+        /// A prefix the user's stacks may send from and receive for
+        /// (repeatable; required for a switch)
+        #[arg(long = "addr", value_name = "PREFIX")]
+        addrs: Vec<String>,
+        /// Frames per second each way, per port
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Burst in frames [default: rate/10, at least 32]
+        #[arg(long, requires = "rate")]
+        burst: Option<u64>,
     },
 }
 
@@ -122,6 +262,20 @@ enum VnetCmd {
         /// Its parent [default: vnet0]
         #[arg(long)]
         parent: Option<String>,
+        #[command(flatten)]
+        restrict: RestrictOpts,
+    },
+    /// Narrow a vnet's limits and restrictions (root may also widen them
+    /// and lift them)
+    Restrict {
+        /// Its name
+        name: String,
+        #[command(flatten)]
+        restrict: RestrictOpts,
+        /// Remove a limit or restriction (root): vnets, interfaces,
+        /// sockets, mem, addrs, links, forward
+        #[arg(long, value_delimiter = ',')]
+        lift: Vec<String>,
     },
     /// Destroy a vnet
     #[command(alias = "delete")]
@@ -201,6 +355,33 @@ enum LinkKind {
     Port {
         #[command(subcommand)]
         switch: SwitchKw,
+    },
+    /// An uplink to a switch of another vnetd (root's), through a port
+    /// it delegated: `type uplink switch SW [server PATH]`
+    Uplink {
+        #[command(subcommand)]
+        switch: UplinkKw,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UplinkKw {
+    /// The other vnetd's switch
+    Switch {
+        /// Its name
+        name: String,
+        /// The other vnetd's control socket [default: /run/vnetd.sock]
+        #[command(subcommand)]
+        server: Option<ServerKw>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ServerKw {
+    /// The other vnetd's control socket
+    Server {
+        /// Its path
+        path: String,
     },
 }
 
@@ -582,9 +763,99 @@ fn switch_request(c: SwitchCmd) -> (Op, Printer) {
 fn request(cmd: Cmd, vnet: &str) -> (Op, Printer) {
     let vnet = vnet.to_string();
     match cmd {
-        Cmd::Vnet(VnetCmd::Add { name, parent }) => {
-            (Op::VnetAdd { name, parent }, Printer::Nothing)
+        Cmd::Vnet(VnetCmd::Add {
+            name,
+            parent,
+            restrict,
+        }) => {
+            let r = restrict.to_proto();
+            let restrict = (r != vnet::ctl::proto::Restriction::default()).then_some(r);
+            (
+                Op::VnetAdd {
+                    name,
+                    parent,
+                    restrict,
+                },
+                Printer::Nothing,
+            )
         }
+        Cmd::Vnet(VnetCmd::Restrict {
+            name,
+            restrict,
+            lift,
+        }) => (
+            Op::VnetRestrict {
+                name,
+                restrict: restrict.to_proto(),
+                lift,
+            },
+            Printer::Nothing,
+        ),
+        Cmd::Quota(QuotaCmd::Show { user }) => (Op::QuotaShow { user }, Printer::Quota),
+        Cmd::Quota(QuotaCmd::Set {
+            user,
+            default: _,
+            vnets,
+            interfaces,
+            sockets,
+            mem,
+            reset,
+        }) => (
+            Op::QuotaSet {
+                user,
+                limits: vnet::ctl::proto::Restriction {
+                    vnets,
+                    interfaces,
+                    sockets,
+                    mem,
+                    ..Default::default()
+                },
+                reset,
+            },
+            Printer::Quota,
+        ),
+        Cmd::Delegate(DelegateCmd::Show) => (Op::DelegateShow, Printer::Delegations),
+        Cmd::Delegate(DelegateCmd::Del { id }) => (Op::DelegateDel { id }, Printer::Nothing),
+        Cmd::Delegate(DelegateCmd::Grant(args)) => match GrantArgs::try_parse_from(&args) {
+            Ok(GrantArgs {
+                user,
+                what:
+                    GrantWhat::Uplink {
+                        target,
+                        addrs,
+                        rate,
+                        burst,
+                    },
+            }) => (
+                Op::DelegateAdd {
+                    user,
+                    target,
+                    addrs,
+                    rate,
+                    burst,
+                },
+                Printer::Delegations,
+            ),
+            Err(e) => e.exit(),
+        },
+        Cmd::Link(LinkCmd::Add {
+            name,
+            kind:
+                TypeKw::Type {
+                    kind:
+                        LinkKind::Uplink {
+                            switch: UplinkKw::Switch { name: switch, server },
+                        },
+                },
+        }) => (
+            Op::LinkAddUplink {
+                vnet,
+                name,
+                switch,
+                server: server.map(|ServerKw::Server { path }| path),
+            },
+            Printer::Nothing,
+        ),
         Cmd::Vnet(VnetCmd::Del { name, recursive }) => {
             (Op::VnetDel { name, recursive }, Printer::Nothing)
         }
@@ -817,6 +1088,8 @@ enum Printer {
     Switches,
     Port,
     Filters,
+    Quota,
+    Delegations,
 }
 
 fn s(v: &Value, k: &str) -> String {
@@ -848,14 +1121,93 @@ fn print(p: &Printer, v: &Value, json: bool) {
                 );
             }
         }
-        Printer::Vnet => println!(
-            "{}: {} parent {} owner {} children {}",
-            s(v, "id"),
-            s(v, "name"),
-            s(v, "parent"),
-            s(v, "owner"),
-            s(v, "children")
-        ),
+        Printer::Vnet => {
+            println!(
+                "{}: {} parent {} owner {} children {}",
+                s(v, "id"),
+                s(v, "name"),
+                s(v, "parent"),
+                s(v, "owner"),
+                s(v, "children")
+            );
+            if let Some(q) = v["quota"].as_object() {
+                let line: Vec<String> = q
+                    .iter()
+                    .map(|(k, x)| {
+                        let room = match &x["room"] {
+                            Value::Null => String::new(),
+                            r => format!(" (room {} by {})", s(r, "n"), s(r, "by")),
+                        };
+                        format!("{k} {}/{}{room}", s(x, "used"), s(x, "limit"))
+                    })
+                    .collect();
+                println!("    quota: {}", line.join("  "));
+                let list = |k: &str| match v[k].as_array() {
+                    Some(a) => a
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    None => "any".into(),
+                };
+                println!(
+                    "    restrict: addrs {} links {} forward {}",
+                    list("addrs"),
+                    list("links"),
+                    if v["no_forward"] == true { "no" } else { "yes" }
+                );
+            }
+        }
+        Printer::Quota => {
+            for x in rows() {
+                let line: Vec<String> = ["vnets", "interfaces", "sockets", "mem"]
+                    .iter()
+                    .map(|k| format!("{k} {}/{}", s(&x[*k], "used"), s(&x[*k], "limit")))
+                    .collect();
+                println!("uid {}: {}", s(&x, "uid"), line.join("  "));
+            }
+        }
+        Printer::Delegations => {
+            let one = |x: &Value| {
+                let addrs: Vec<String> = x["addrs"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|y| y.as_str().map(String::from)).collect())
+                    .unwrap_or_default();
+                println!(
+                    "{}: uid {} {} addrs {} rate {}",
+                    s(x, "id"),
+                    s(x, "uid"),
+                    s(x, "target"),
+                    if addrs.is_empty() { "any".into() } else { addrs.join(",") },
+                    s(x, "rate")
+                );
+                for p in x["ports"].as_array().cloned().unwrap_or_default() {
+                    for st in p["policy"].as_array().cloned().unwrap_or_default() {
+                        let drops: Vec<String> = st["drops"]
+                            .as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .map(|d| format!("{}: {}", s(d, "reason"), s(d, "n")))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        println!(
+                            "    port {} {} {}: passed {}  dropped {}",
+                            s(&p, "port"),
+                            s(&st, "dir"),
+                            s(&st, "stage"),
+                            s(&st, "passed"),
+                            drops.join(", ")
+                        );
+                    }
+                }
+            };
+            match v {
+                Value::Array(a) => a.iter().for_each(one),
+                Value::Null => {}
+                x => one(x),
+            }
+        }
         Printer::Links => {
             for x in rows() {
                 let mut flags = vec![if x["kind"] == "loopback" {

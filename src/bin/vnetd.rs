@@ -33,6 +33,14 @@ struct Args {
     /// Start with no vnets but vnet0 (no default topology)
     #[arg(long)]
     empty: bool,
+    /// What each user other than root (and vnetd's own) may use, unless
+    /// root set theirs (`vnetctl quota set`); `none` lifts one
+    #[arg(
+        long,
+        value_name = "LIMITS",
+        default_value = "vnets=64,interfaces=256,sockets=4096,mem=1G"
+    )]
+    user_quota: vnet::vnet::limits::Limits,
 }
 
 /// The topology used when no --config is given.
@@ -122,7 +130,9 @@ fn run(path: &PathBuf, args: &Args) -> Result<(), String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
         ^ u64::from(std::process::id());
-    let server = Arc::new(Server::new(Registry::new(seed), Realtime::start(workers)));
+    let reg = Registry::new(seed);
+    reg.set_default_user_limits(args.user_quota);
+    let server = Arc::new(Server::new(reg, Realtime::start(workers)));
     if let Some(t) = &topology {
         let done = server
             .apply(t, server.admin())

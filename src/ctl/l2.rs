@@ -197,6 +197,17 @@ impl Server {
             ));
         }
         let existing = wire.reports();
+        if let Some(n) = name
+            && n.starts_with(super::tenancy::POLICY_PREFIX)
+        {
+            return Err(err(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "filter names starting with {:?} are root's policy (delegations); choose another",
+                    super::tenancy::POLICY_PREFIX
+                ),
+            ));
+        }
         let name = match name {
             Some(n) => {
                 if n.is_empty() || n.len() > 32 || !n.bytes().all(|b| b.is_ascii_graphic()) {
@@ -231,6 +242,15 @@ impl Server {
 
     fn filter_del(&self, uid: u32, at: &Target, dir: &str, name: &str) -> Result<Value, ErrorBody> {
         let place = self.place(uid, at)?;
+        if name.starts_with(super::tenancy::POLICY_PREFIX) {
+            return Err(err(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "{}: filter {name:?} is root's policy for a delegated uplink; it goes with the link or the delegation (delegate del), not by filter del (rule: delegation policy)",
+                    describe(&place)
+                ),
+            ));
+        }
         let wire = Self::filter_wire(&place, dir)?;
         let id = wire
             .reports()
@@ -410,7 +430,7 @@ impl Server {
                 log::info!("switch {name:?} destroyed");
                 Value::Null
             }),
-            Op::SwitchShow { name } => self.switch_show(name.as_deref()),
+            Op::SwitchShow { name } => self.switch_show(uid, name.as_deref()),
             Op::SwitchPortAdd { switch, kind, host } => self.switch_port_add(uid, switch, kind, host),
             Op::SwitchPortDel { switch, port } => self.switch_owned(uid, switch).and_then(|sw| {
                 match sw.port(*port).map(|p| p.kind().clone()) {
@@ -438,8 +458,12 @@ impl Server {
                 name,
                 switch,
             } => self.owned_vnet(uid, vnet).and_then(|v| {
-                let sw = self.switch_owned(uid, switch)?;
+                let (sw, d) = self.may_plug(uid, switch)?;
+                self.registry()
+                    .check_link(&v, "port")
+                    .map_err(|m| err(ErrorKind::PermissionDenied, format!("vnet {vnet:?}: {m}")))?;
                 ifnet::port(&v, name, &sw).map_err(|e| if_err(vnet, e))?;
+                self.police(&v, name, d.as_ref())?;
                 Ok(Value::Null)
             }),
             _ => return None,
@@ -512,10 +536,44 @@ impl Server {
         Ok(json!({ "port": port, "host": name }))
     }
 
-    fn switch_show(&self, name: Option<&str>) -> Result<Value, ErrorBody> {
-        let list = match name {
-            Some(n) => vec![(n.to_string(), self.switch_entry(n)?)],
-            None => self.switches().all(),
+    fn switch_show(&self, uid: u32, name: Option<&str>) -> Result<Value, ErrorBody> {
+        // Root sees every switch; a user sees theirs whole, and of a
+        // switch delegated to them only their own ports (no MAC table:
+        // other tenants' stations are not theirs to see).
+        let admin = self.is_admin(uid);
+        let delegated = |n: &str| {
+            self.delegations()
+                .find(uid, &super::tenancy::Uplink::Switch(n.to_string()))
+                .is_some()
+        };
+        let list: Vec<(String, SwitchEntry)> = match name {
+            Some(n) => {
+                let e = self.switch_entry(n)?;
+                if !admin && e.owner != uid && !delegated(n) {
+                    return Err(err(
+                        ErrorKind::PermissionDenied,
+                        format!(
+                            "switch {n:?} belongs to uid {}; uid {uid} may see only its own switches and those delegated to it",
+                            e.owner
+                        ),
+                    ));
+                }
+                vec![(n.to_string(), e)]
+            }
+            None => self
+                .switches()
+                .all()
+                .into_iter()
+                .filter(|(n, e)| admin || e.owner == uid || delegated(n))
+                .collect(),
+        };
+        let whole = |e: &SwitchEntry| admin || e.owner == uid;
+        let theirs = |p: &ifnet::switch::Port| {
+            p.to_client()
+                .rx_owner()
+                .and_then(|id| self.registry().get(id))
+                .is_some_and(|v| v.owner() == uid)
+                || matches!(p.kind(), ifnet::PortKind::Remote { uid: u, .. } if *u == uid)
         };
         let now = self.now();
         Ok(Value::Array(
@@ -525,6 +583,7 @@ impl Server {
                     let ports: Vec<Value> = sw
                         .ports()
                         .iter()
+                        .filter(|p| whole(&e) || theirs(p))
                         .map(|p| {
                             let (kind, what, vnet) = match p.kind() {
                                 ifnet::PortKind::Vnet { ifname } => (
@@ -539,6 +598,9 @@ impl Server {
                                 ifnet::PortKind::Packet { host } => {
                                     ("af_packet", host.clone(), None)
                                 }
+                                ifnet::PortKind::Remote { uid, pid } => {
+                                    ("uplink", format!("uid {uid} pid {pid}"), None)
+                                }
                             };
                             json!({
                                 "port": p.id(), "kind": kind, "name": what, "vnet": vnet,
@@ -549,6 +611,7 @@ impl Server {
                     let macs: Vec<Value> = sw
                         .macs(now)
                         .into_iter()
+                        .filter(|_| whole(&e))
                         .map(|m| {
                             json!({
                                 "mac": m.mac.to_string(), "port": m.port,

@@ -3,16 +3,18 @@
 //! per-user permissions ([`server`]), and the client side used by vnetctl
 //! ([`client`]).
 //!
-//! Permissions, first cut: root may do anything. Any other user may create
-//! vnets (under `vnet0` or under a vnet of their own), which they then own,
-//! and change only vnets they own; reading is open to all. Every refusal
-//! says whose vnet it is.
+//! Permissions: root (and the user vnetd runs as) may do anything. Any
+//! other user may create vnets (under `vnet0` or under a vnet of their
+//! own), up to their quota, which they then own, and see and change only
+//! vnets they own; links to the host and ports on others' switches need a
+//! delegation ([`tenancy`]). Every refusal says which rule refused it.
 
 pub mod client;
 pub mod l2;
 pub mod peercred;
 pub mod proto;
 pub mod server;
+pub mod tenancy;
 pub mod topology;
 
 /// Where vnetd listens by default: `/run/vnetd.sock` for root,

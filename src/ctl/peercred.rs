@@ -8,8 +8,17 @@ pub fn peer_uid(s: &UnixStream) -> Option<u32> {
     peer_uid_fd(s.as_raw_fd())
 }
 
+/// The pid of the process that connected `s`.
+pub fn peer_pid(s: &UnixStream) -> Option<u32> {
+    peer_cred(s.as_raw_fd()).map(|c| c.pid as u32)
+}
+
 /// The uid of the process that connected the Unix socket `fd`.
 pub fn peer_uid_fd(fd: std::os::fd::RawFd) -> Option<u32> {
+    peer_cred(fd).map(|c| c.uid)
+}
+
+fn peer_cred(fd: std::os::fd::RawFd) -> Option<libc::ucred> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
@@ -27,5 +36,5 @@ pub fn peer_uid_fd(fd: std::os::fd::RawFd) -> Option<u32> {
             &mut len,
         )
     };
-    (rc == 0 && len as usize == std::mem::size_of::<libc::ucred>()).then_some(cred.uid)
+    (rc == 0 && len as usize == std::mem::size_of::<libc::ucred>()).then_some(cred)
 }

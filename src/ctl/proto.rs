@@ -47,6 +47,90 @@ pub enum Op {
         name: String,
         /// Its parent (default `vnet0`).
         parent: Option<String>,
+        /// Its limits and restrictions (on it and everything under it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        restrict: Option<Restriction>,
+    },
+    /// Narrow a vnet's limits and restrictions (root may also widen, and
+    /// `lift` them).
+    VnetRestrict {
+        /// The vnet.
+        name: String,
+        /// What to set; fields not given stay.
+        #[serde(default)]
+        restrict: Restriction,
+        /// Limits or restrictions to remove (`vnets`, `interfaces`,
+        /// `sockets`, `mem`, `addrs`, `links`, `forward`): root only.
+        #[serde(default)]
+        lift: Vec<String>,
+    },
+    /// Users' quotas and what they use (root: every user's; others:
+    /// their own).
+    QuotaShow {
+        /// One user.
+        #[serde(default)]
+        user: Option<u32>,
+    },
+    /// Set a user's quota (or, without `user`, the default of users who
+    /// have none of their own); root only.
+    QuotaSet {
+        /// The user; none for the default.
+        #[serde(default)]
+        user: Option<u32>,
+        /// The limits (those not given: none).
+        #[serde(default)]
+        limits: Restriction,
+        /// Go back to the default.
+        #[serde(default)]
+        reset: bool,
+    },
+    /// Give user `user` an uplink: ports on switch `target` (or links to
+    /// host interface `target`) whose traffic root's side filters to
+    /// `addrs` and limits to `rate`; root only.
+    DelegateAdd {
+        /// The user.
+        user: u32,
+        /// A switch, or a host interface.
+        target: String,
+        /// Prefixes the user's stacks may send from and receive for;
+        /// empty: any (only meaningful for a whole interface).
+        #[serde(default)]
+        addrs: Vec<String>,
+        /// Frames per second each way, per port.
+        #[serde(default)]
+        rate: Option<u64>,
+        /// Burst, in frames (default: a tenth of a second's worth, at
+        /// least 32).
+        #[serde(default)]
+        burst: Option<u64>,
+    },
+    /// Take a delegation back: its ports are unplugged.
+    DelegateDel {
+        /// Its number.
+        id: u64,
+    },
+    /// The delegations (root: all; others: their own) with their ports.
+    DelegateShow,
+    /// Open a delegated uplink for another vnetd: the reply carries, as
+    /// `SCM_RIGHTS`, one end of a `SOCK_SEQPACKET` pair that is a port of
+    /// switch `switch` (one Ethernet frame per message); the port lives
+    /// until that descriptor and this connection are closed.
+    UplinkOpen {
+        /// The switch.
+        switch: String,
+    },
+    /// Create interface `name` in `vnet` as an uplink to a switch of
+    /// another vnetd (`server`, default root's), through a delegated port.
+    LinkAddUplink {
+        /// The vnet.
+        vnet: String,
+        /// The interface's name.
+        name: String,
+        /// The switch, in the other vnetd.
+        switch: String,
+        /// The other vnetd's control socket (default `/run/vnetd.sock`).
+        #[serde(default)]
+        server: Option<String>,
     },
     /// Destroy a vnet.
     VnetDel {
@@ -414,6 +498,8 @@ impl Op {
             self,
             Op::VnetList
                 | Op::VnetShow { .. }
+                | Op::QuotaShow { .. }
+                | Op::DelegateShow
                 | Op::LinkShow { .. }
                 | Op::AddrShow { .. }
                 | Op::RouteShow { .. }
@@ -448,6 +534,34 @@ pub struct Target {
     pub port: Option<u32>,
 }
 
+/// Limits and restrictions of a vnet (or, for the limits only, of a user).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restriction {
+    /// Most vnets (under it, or owned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vnets: Option<u64>,
+    /// Most interfaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interfaces: Option<u64>,
+    /// Most sockets served to programs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sockets: Option<u64>,
+    /// Most bytes of socket buffers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem: Option<u64>,
+    /// Prefixes its addresses must lie in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addrs: Option<Vec<String>>,
+    /// Kinds of links it may make (`epair`, `port`, `uplink`, `tap`,
+    /// `af_packet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links: Option<Vec<String>>,
+    /// Forbid forwarding.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_forward: bool,
+}
+
 /// What kind of failure a reply reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -464,6 +578,8 @@ pub enum ErrorKind {
     PermissionDenied,
     /// The object is in use.
     Busy,
+    /// A quota is reached.
+    Quota,
 }
 
 /// A failure, with a message naming the object and the reason.

@@ -84,6 +84,7 @@ fn reg_err(e: RegistryError) -> ErrorBody {
         RegistryError::BadName(_) | RegistryError::Vnet0 | RegistryError::IdsExhausted => {
             ErrorKind::Invalid
         }
+        RegistryError::Quota(_) => ErrorKind::Quota,
     };
     err(kind, e.to_string())
 }
@@ -92,6 +93,7 @@ pub(super) fn if_err(vnet: &str, e: IfError) -> ErrorBody {
     let kind = match e {
         IfError::NoSuchInterface(_) | IfError::Vnet(_) => ErrorKind::NotFound,
         IfError::Exists(_) => ErrorKind::Exists,
+        IfError::Quota(_) => ErrorKind::Quota,
         _ => ErrorKind::Invalid,
     };
     err(kind, format!("vnet {vnet:?}: {e}"))
@@ -166,6 +168,7 @@ pub struct Server {
     per_uid: Mutex<std::collections::HashMap<u32, usize>>,
     stopping: AtomicBool,
     switches: super::l2::Switches,
+    delegations: super::tenancy::Delegations,
 }
 
 impl Server {
@@ -175,16 +178,24 @@ impl Server {
         for v in reg.list() {
             rt.adopt(&v);
         }
+        let admin =
+            std::fs::metadata("/proc/self").map_or(0, |m| std::os::unix::fs::MetadataExt::uid(&m));
+        reg.set_unlimited(admin);
         Server {
             reg,
             rt: Mutex::new(rt),
-            admin: std::fs::metadata("/proc/self")
-                .map_or(0, |m| std::os::unix::fs::MetadataExt::uid(&m)),
+            admin,
             clients: AtomicUsize::new(0),
             per_uid: Mutex::new(std::collections::HashMap::new()),
             stopping: AtomicBool::new(false),
             switches: super::l2::Switches::default(),
+            delegations: super::tenancy::Delegations::default(),
         }
+    }
+
+    /// The uplinks root delegated.
+    pub fn delegations(&self) -> &super::tenancy::Delegations {
+        &self.delegations
     }
 
     /// The registry served.
@@ -246,6 +257,15 @@ impl Server {
     }
 
     fn owned(&self, uid: u32, name: &str) -> Result<Arc<Vnet>, ErrorBody> {
+        self.mine(uid, name, "change")
+    }
+
+    /// A vnet `uid` may look at (and into): its own; root's, all.
+    fn seen(&self, uid: u32, name: &str) -> Result<Arc<Vnet>, ErrorBody> {
+        self.mine(uid, name, "see")
+    }
+
+    fn mine(&self, uid: u32, name: &str, verb: &str) -> Result<Arc<Vnet>, ErrorBody> {
         let v = self.vnet(name)?;
         if !self.is_admin(uid) && v.owner() != uid {
             let who = if v.owner() == 0 {
@@ -255,32 +275,48 @@ impl Server {
             };
             return Err(err(
                 ErrorKind::PermissionDenied,
-                format!("vnet {name:?} belongs to {who}; uid {uid} may change only its own vnets"),
+                format!(
+                    "vnet {name:?} belongs to {who}; uid {uid} may {verb} only its own vnets (rule: owner or root)"
+                ),
             ));
         }
         Ok(v)
     }
 
-    /// Links to the host are root's: they reach traffic that is not the
-    /// user's (delegating them is a later feature).
-    fn host_link_allowed(&self, uid: u32, vnet: &str) -> Result<Arc<Vnet>, ErrorBody> {
-        let v = self.owned(uid, vnet)?;
-        if !self.is_admin(uid) {
-            return Err(err(
-                ErrorKind::PermissionDenied,
-                format!("vnet {vnet:?}: links to the host are root's to create (uid {uid})"),
-            ));
+    /// A refusal by a vnet's restriction (see `Registry::check_*`).
+    fn restricted(vnet: &str, r: Result<(), String>) -> Result<(), ErrorBody> {
+        r.map_err(|m| err(ErrorKind::PermissionDenied, format!("vnet {vnet:?}: {m}")))
+    }
+
+    /// Puts delegation `d`'s policy on interface `name` of `v` (just made
+    /// under it); on failure the interface goes.
+    pub(super) fn police(
+        &self,
+        v: &Arc<Vnet>,
+        name: &str,
+        d: Option<&super::tenancy::Delegation>,
+    ) -> Result<(), ErrorBody> {
+        let Some(d) = d else { return Ok(()) };
+        let got = v
+            .enter(|| ifnet::with_ifnet(name, |i| (i.tx_wire().cloned(), i.rx_wire().cloned(), i.mac().0)))
+            .map_err(|e| if_err(v.name(), e))?;
+        let r = match got {
+            (Some(tx), Some(rx), mac) => Self::put_policy(d, &tx, &rx, mac),
+            _ => Err(err(ErrorKind::Invalid, "no link to police")),
+        };
+        if r.is_err() {
+            let _ = v.enter(|| ifnet::destroy(name));
         }
-        Ok(v)
+        r
     }
 
     /// Carries out one request for the user `uid`. A capture is refused
     /// here: it needs the connection ([`Server::serve`] runs it).
     pub fn handle(&self, req: Request, uid: u32) -> Reply {
-        let outcome = match if matches!(req.op, Op::Capture { .. }) {
+        let outcome = match if matches!(req.op, Op::Capture { .. } | Op::UplinkOpen { .. }) {
             Err(err(
                 ErrorKind::BadRequest,
-                "a capture needs a connection of its own; it cannot be batched",
+                "a capture or an uplink needs a connection of its own; it cannot be batched",
             ))
         } else {
             self.run(req.op, uid)
@@ -299,14 +335,26 @@ impl Server {
         if let Some(r) = self.run_l2(&op, uid) {
             return r;
         }
+        if let Some(r) = self.run_tenancy(&op, uid) {
+            return r;
+        }
         match op {
-            Op::VnetAdd { name, parent } => {
+            Op::VnetAdd {
+                name,
+                parent,
+                restrict,
+            } => {
                 let parent = match parent {
                     None => None,
                     Some(p) if p == "vnet0" => Some(VnetId::VNET0),
                     Some(p) => Some(self.owned(uid, &p)?.id()),
                 };
-                let v = self.reg.create(&name, parent, uid).map_err(reg_err)?;
+                let (limits, restrict) =
+                    super::tenancy::restriction(&restrict.unwrap_or_default())?;
+                let v = self
+                    .reg
+                    .create_limited(&name, parent, uid, limits, restrict)
+                    .map_err(reg_err)?;
                 self.rt().adopt(&v);
                 log::info!("uid {uid} created vnet {name:?} (id {})", v.id());
                 Ok(self.vnet_view(&v))
@@ -343,9 +391,23 @@ impl Server {
                 }))
             }
             Op::VnetList => Ok(Value::Array(
-                self.reg.list().iter().map(|v| self.vnet_view(v)).collect(),
+                self.reg
+                    .list()
+                    .iter()
+                    .filter(|v| self.is_admin(uid) || v.owner() == uid)
+                    .map(|v| self.vnet_view(v))
+                    .collect(),
             )),
-            Op::VnetShow { name } => Ok(self.vnet_view(&*self.vnet(&name)?)),
+            Op::VnetShow { name } => {
+                let v = self.seen(uid, &name)?;
+                let mut view = self.vnet_view(&v);
+                if let (Value::Object(m), Value::Object(l)) =
+                    (&mut view, super::tenancy::limits_view(&v))
+                {
+                    m.extend(l);
+                }
+                Ok(view)
+            }
             Op::LinkAddEpair {
                 vnet,
                 name,
@@ -355,20 +417,26 @@ impl Server {
                 let a = self.owned(uid, &vnet)?;
                 let pv = peer_vnet.unwrap_or_else(|| vnet.clone());
                 let b = self.owned(uid, &pv)?;
+                Self::restricted(&vnet, self.reg.check_link(&a, "epair"))?;
+                Self::restricted(&pv, self.reg.check_link(&b, "epair"))?;
                 ifnet::epair(&a, &name, &b, &peer).map_err(|e| if_err(&vnet, e))?;
                 Ok(Value::Null)
             }
             Op::LinkAddTap { vnet, name, host } => {
-                let v = self.host_link_allowed(uid, &vnet)?;
+                let (v, d) = self.may_host_link(uid, &vnet, &host)?;
+                Self::restricted(&vnet, self.reg.check_link(&v, "tap"))?;
                 let io = self.rt().host_io();
                 let got = ifnet::tap(&v, &name, &host, io).map_err(|e| if_err(&vnet, e))?;
+                self.police(&v, &name, d.as_ref())?;
                 log::info!("vnet {vnet:?}: interface {name:?} joined to TAP {got:?}");
                 Ok(json!({ "host": got }))
             }
             Op::LinkAddAfPacket { vnet, name, host } => {
-                let v = self.host_link_allowed(uid, &vnet)?;
+                let (v, d) = self.may_host_link(uid, &vnet, &host)?;
+                Self::restricted(&vnet, self.reg.check_link(&v, "af_packet"))?;
                 let io = self.rt().host_io();
                 ifnet::af_packet(&v, &name, &host, io).map_err(|e| if_err(&vnet, e))?;
+                self.police(&v, &name, d.as_ref())?;
                 log::info!("vnet {vnet:?}: interface {name:?} attached to host interface {host:?}");
                 Ok(json!({ "host": host }))
             }
@@ -409,7 +477,7 @@ impl Server {
                 Ok(Value::Null)
             }
             Op::LinkShow { vnet } => {
-                let v = self.vnet(&vnet)?;
+                let v = self.seen(uid, &vnet)?;
                 let links = v.enter(ifnet::list).map_err(|e| if_err(&vnet, e))?;
                 Ok(Value::Array(
                     links
@@ -434,6 +502,7 @@ impl Server {
             Op::AddrAdd { vnet, dev, addr } => {
                 let v = self.owned(uid, &vnet)?;
                 let cidr = parse_cidr(&addr)?;
+                Self::restricted(&vnet, self.reg.check_addr(&v, &cidr))?;
                 v.enter(|| stack::addr_add(&dev, cidr))
                     .map_err(|e| cfg_err(&vnet, e))?;
                 self.rt().kick(&v);
@@ -447,7 +516,7 @@ impl Server {
                 Ok(Value::Null)
             }
             Op::AddrShow { vnet } => {
-                let v = self.vnet(&vnet)?;
+                let v = self.seen(uid, &vnet)?;
                 let addrs = v.enter(stack::addrs).map_err(|e| cfg_err(&vnet, e))?;
                 Ok(Value::Array(
                     addrs
@@ -485,7 +554,7 @@ impl Server {
                 Ok(Value::Null)
             }
             Op::RouteShow { vnet } => {
-                let v = self.vnet(&vnet)?;
+                let v = self.seen(uid, &vnet)?;
                 let routes = v.enter(stack::routes).map_err(|e| cfg_err(&vnet, e))?;
                 Ok(Value::Array(
                     routes
@@ -504,7 +573,7 @@ impl Server {
                 ))
             }
             Op::SysctlGet { vnet, key } => {
-                let v = self.vnet(&vnet)?;
+                let v = self.seen(uid, &vnet)?;
                 let all = match key {
                     Some(k) => vec![(
                         k.clone(),
@@ -526,12 +595,15 @@ impl Server {
             }
             Op::SysctlSet { vnet, key, value } => {
                 let v = self.owned(uid, &vnet)?;
+                if key.ends_with(".forwarding") && value.trim() != "0" {
+                    Self::restricted(&vnet, self.reg.check_forward(&v))?;
+                }
                 v.enter(|| sysctl::set(&key, &value))
                     .map_err(|e| sysctl_err(&vnet, e))?;
                 Ok(Value::Null)
             }
             Op::SocketShow { vnet } => {
-                let v = self.vnet(&vnet)?;
+                let v = self.seen(uid, &vnet)?;
                 let list = v
                     .enter(stack::socket::list)
                     .map_err(|e| err(ErrorKind::NotFound, format!("vnet {vnet:?}: {e}")))?;
@@ -549,7 +621,7 @@ impl Server {
                 ))
             }
             Op::DnsShow { vnet } => {
-                let v = self.vnet(&vnet)?;
+                let v = self.seen(uid, &vnet)?;
                 let r = v
                     .enter(|| crate::vnet::with::<Resolv, _>(|r| r.clone()))
                     .map_err(|e| err(ErrorKind::NotFound, format!("vnet {vnet:?}: {e}")))?;
@@ -672,7 +744,7 @@ impl Server {
                 Ok(Value::Null)
             }
             Op::FwShow { vnet } => {
-                let v = self.vnet(&vnet)?;
+                let v = self.seen(uid, &vnet)?;
                 let now = self.rt().now();
                 let l = v
                     .enter(|| firewall::show(now))
@@ -695,7 +767,7 @@ impl Server {
                 }))
             }
             Op::Stats { vnet } => {
-                let v = self.vnet(&vnet)?;
+                let v = self.seen(uid, &vnet)?;
                 let st = v
                     .enter(stack::stats)
                     .map_err(|e| err(ErrorKind::NotFound, format!("vnet {vnet:?}: {e}")))?;
@@ -751,6 +823,14 @@ impl Server {
             | Op::FilterAdd { .. }
             | Op::FilterDel { .. }
             | Op::FilterShow { .. }
+            | Op::VnetRestrict { .. }
+            | Op::QuotaShow { .. }
+            | Op::QuotaSet { .. }
+            | Op::DelegateAdd { .. }
+            | Op::DelegateDel { .. }
+            | Op::DelegateShow
+            | Op::LinkAddUplink { .. }
+            | Op::UplinkOpen { .. }
             | Op::Capture { .. } => Err(err(
                 ErrorKind::BadRequest,
                 "this request is not served here",
@@ -908,6 +988,27 @@ impl Server {
                             return;
                         }
                         match self.capture(op, uid, wr.get_ref(), id) {
+                            Ok(()) => return,
+                            Err(e) => (
+                                Reply {
+                                    v: VERSION,
+                                    id,
+                                    outcome: Outcome::Error(e),
+                                },
+                                false,
+                            ),
+                        }
+                    }
+                    // An uplink holds the connection for the port's life.
+                    Ok(Request {
+                        id,
+                        op: op @ Op::UplinkOpen { .. },
+                        ..
+                    }) => {
+                        if wr.flush().is_err() {
+                            return;
+                        }
+                        match self.uplink_open(op, uid, wr.get_ref(), id) {
                             Ok(()) => return,
                             Err(e) => (
                                 Reply {

@@ -350,7 +350,8 @@ fn link_filters(v: &std::sync::Arc<crate::vnet::Vnet>, dev: &str) -> Vec<FilterS
     let mut out = Vec::new();
     for (dir, w) in [("in", rx), ("out", tx)] {
         for (_, r) in w.map(|w| w.reports()).unwrap_or_default() {
-            if r.kind == "filter" {
+            // Root's policy stages come with a delegation, not from files.
+            if r.kind == "filter" && !r.name.starts_with(super::tenancy::POLICY_PREFIX) {
                 out.push(FilterSpec::from_report(dir, &r));
             }
         }
@@ -684,7 +685,9 @@ fn switch_state(
                     spec.af_packet.push(host.clone());
                     ports.insert((true, host.clone()), p.id());
                 }
-                ifnet::PortKind::Vnet { .. } => {}
+                // Vnets' ports are their links; another vnetd's uplinks
+                // are that vnetd's to make.
+                ifnet::PortKind::Vnet { .. } | ifnet::PortKind::Remote { .. } => {}
             }
         }
         out.insert(name, (spec, ports));
@@ -817,6 +820,7 @@ pub fn plan(
                 ops.push(Op::VnetAdd {
                     name: (*n).clone(),
                     parent: want.vnet[*n].parent.clone(),
+                    restrict: None,
                 });
                 made.insert((*n).clone());
                 false

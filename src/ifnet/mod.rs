@@ -20,8 +20,10 @@
 pub mod bpf;
 pub mod capture;
 pub mod packet;
+pub mod rate;
 pub mod switch;
 pub mod tap;
+mod uplink;
 mod wire;
 
 use std::sync::Arc;
@@ -37,6 +39,7 @@ pub use wire::{
     Wake, Wire, WireStats,
 };
 
+use crate::vnet::limits::{Account, Charge, QuotaError, Resource};
 use crate::vnet::{
     self, CurVnetError, InitCx, PerVnet, SysInitOrder, TeardownCx, Vnet, VnetId, VnetVars,
 };
@@ -79,6 +82,22 @@ pub enum Link {
         /// The socket and its pump.
         dev: Arc<tap::TapHandle>,
     },
+    /// An uplink to a switch of another vnetd, through a delegated port
+    /// (a `SOCK_SEQPACKET` socket, one frame per message; see
+    /// [`uplink`]).
+    Uplink {
+        /// Towards the other vnetd.
+        tx: Arc<Wire>,
+        /// From the other vnetd.
+        rx: Arc<Wire>,
+        /// The socket and its pump.
+        dev: Arc<tap::TapHandle>,
+        /// The other vnetd's switch.
+        switch: String,
+        /// What keeps the port open on the other side (its control
+        /// connection), closed with the interface.
+        keep: Keep,
+    },
     /// A port of a switch.
     Port {
         /// Towards the switch.
@@ -90,6 +109,17 @@ pub enum Link {
         /// The port's number on it.
         port: u32,
     },
+}
+
+/// Something an interface holds open for its life (an uplink's control
+/// connection).
+#[derive(Clone)]
+pub struct Keep(pub Arc<dyn std::any::Any + Send + Sync>);
+
+impl std::fmt::Debug for Keep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keep")
+    }
 }
 
 /// Interface counters (`netstat -i`).
@@ -121,6 +151,8 @@ pub struct Ifnet {
     home: VnetId,
     /// Counters.
     pub stats: IfStats,
+    /// Its place in its vnet's interface quota.
+    charge: Charge,
 }
 
 impl Ifnet {
@@ -168,6 +200,7 @@ impl Ifnet {
                 Link::Epair { tx, .. }
                 | Link::Tap { tx, .. }
                 | Link::Packet { tx, .. }
+                | Link::Uplink { tx, .. }
                 | Link::Port { tx, .. } => tx.is_alive(),
             }
     }
@@ -177,6 +210,7 @@ impl Ifnet {
             Link::Epair { rx, .. }
             | Link::Tap { rx, .. }
             | Link::Packet { rx, .. }
+            | Link::Uplink { rx, .. }
             | Link::Port { rx, .. } => Some(rx),
             Link::Loopback => None,
         }
@@ -187,6 +221,7 @@ impl Ifnet {
             Link::Epair { tx, .. }
             | Link::Tap { tx, .. }
             | Link::Packet { tx, .. }
+            | Link::Uplink { tx, .. }
             | Link::Port { tx, .. } => Some(tx),
             Link::Loopback => None,
         }
@@ -203,7 +238,9 @@ impl Drop for Ifnet {
             }
             // Dropping the handle (the last reference) stops the pump and
             // closes the device.
-            Link::Tap { tx, rx, .. } | Link::Packet { tx, rx, .. } => {
+            Link::Tap { tx, rx, .. }
+            | Link::Packet { tx, rx, .. }
+            | Link::Uplink { tx, rx, .. } => {
                 tx.kill();
                 rx.kill();
             }
@@ -271,6 +308,9 @@ pub enum IfError {
     /// The host refused (opening a TAP device, for instance).
     #[error("host interface {0:?}: {1}")]
     Host(String, String),
+    /// A quota refused it.
+    #[error(transparent)]
+    Quota(#[from] QuotaError),
     /// The vnet could not be entered.
     #[error(transparent)]
     Vnet(#[from] CurVnetError),
@@ -288,6 +328,7 @@ fn valid_ifname(name: &str) -> bool {
 #[derive(Debug)]
 pub struct IfnetTable {
     vnet: VnetId,
+    account: Arc<Account>,
     ifs: Vec<Ifnet>,
     next_index: IfIndex,
     rng: ChaCha8Rng,
@@ -300,6 +341,7 @@ impl PerVnet for IfnetTable {
     fn init(cx: &mut InitCx<'_>) -> Self {
         let mut t = IfnetTable {
             vnet: cx.id,
+            account: Arc::clone(cx.account),
             ifs: Vec::new(),
             next_index: 1,
             rng: ChaCha8Rng::seed_from_u64(cx.seed),
@@ -313,6 +355,7 @@ impl PerVnet for IfnetTable {
             link: Link::Loopback,
             home: cx.id,
             stats: IfStats::default(),
+            charge: Charge::none(Resource::Ifaces),
         };
         t.attach(lo);
         t
@@ -407,10 +450,13 @@ impl IfnetTable {
     /// back) if its name is taken.
     // The refusal hands the interface itself back, so nothing is lost.
     #[allow(clippy::result_large_err)]
-    fn adopt(&mut self, ifp: Ifnet) -> Result<IfIndex, Ifnet> {
+    fn adopt(&mut self, mut ifp: Ifnet) -> Result<IfIndex, Ifnet> {
         if self.by_name(&ifp.name).is_some() {
             return Err(ifp);
         }
+        // Counted here now (a move checked the quota before; an interface
+        // coming home is taken back whatever the quota says).
+        ifp.charge = self.account.force(Resource::Ifaces, 1);
         Ok(self.attach(ifp))
     }
 
@@ -427,7 +473,9 @@ impl IfnetTable {
     /// random locally administered MAC address.
     fn create(&mut self, name: &str, link: Link) -> Result<IfIndex, IfError> {
         self.check_new_name(name)?;
+        let charge = self.account.charge(Resource::Ifaces, 1)?;
         let ifp = Ifnet {
+            charge,
             name: name.to_string(),
             index: 0,
             mac: self.new_mac(),
@@ -476,18 +524,21 @@ fn info(i: &Ifnet) -> IfInfo {
             Link::Epair { .. } => "epair",
             Link::Tap { .. } => "tap",
             Link::Packet { .. } => "af_packet",
+            Link::Uplink { .. } => "uplink",
             Link::Port { .. } => "port",
         },
         host: match &i.link {
             Link::Tap { dev, .. } | Link::Packet { dev, .. } => Some(dev.host().to_string()),
             Link::Port { sw, .. } => Some(sw.name().to_string()),
+            Link::Uplink { switch, .. } => Some(switch.clone()),
             _ => None,
         },
         link_id: match &i.link {
             Link::Epair { tx, rx } => (Arc::as_ptr(tx) as usize).min(Arc::as_ptr(rx) as usize),
-            Link::Tap { tx, .. } | Link::Packet { tx, .. } | Link::Port { tx, .. } => {
-                Arc::as_ptr(tx) as usize
-            }
+            Link::Tap { tx, .. }
+            | Link::Packet { tx, .. }
+            | Link::Uplink { tx, .. }
+            | Link::Port { tx, .. } => Arc::as_ptr(tx) as usize,
             Link::Loopback => 0,
         },
         home: i.home,
@@ -627,6 +678,80 @@ pub fn host_port(
     }
 }
 
+/// Creates interface `name` in vnet `v` as an uplink: `sock` is this end
+/// of a `SOCK_SEQPACKET` pair that another vnetd made a port of its switch
+/// `switch`, and `mac` the address it assigned the port (its policy
+/// filter lets only that one out). `keep` (the connection that asked for
+/// the port) is held for the interface's life: the other side unplugs
+/// the port when it closes.
+///
+/// # Errors
+/// A bad or taken name, a quota, or the pump not starting.
+pub fn uplink(
+    v: &Arc<Vnet>,
+    name: &str,
+    sock: std::os::fd::OwnedFd,
+    mac: [u8; 6],
+    (switch, keep): (&str, Keep),
+    io: HostIo,
+) -> Result<(), IfError> {
+    v.enter(|| vnet::with::<IfnetTable, _>(|t| t.check_new_name(name)))??;
+    let tx = Arc::new(Wire::new());
+    let rx = Arc::new(Wire::new());
+    let dev = uplink::start(sock, format!("uplink-{name}"), Arc::clone(&tx), Arc::clone(&rx), io)
+        .map_err(|e| IfError::Host(switch.to_string(), e.to_string()))?;
+    let link = Link::Uplink {
+        tx,
+        rx,
+        dev: Arc::new(dev),
+        switch: switch.to_string(),
+        keep,
+    };
+    v.enter(|| {
+        vnet::with::<IfnetTable, _>(|t| {
+            let idx = t.create(name, link)?;
+            if let Some(i) = t.get_mut(idx) {
+                i.mac = EthernetAddress(mac);
+            }
+            Ok::<_, IfError>(())
+        })
+    })??;
+    Ok(())
+}
+
+/// Plugs `sock` (one end of a `SOCK_SEQPACKET` pair, one frame per
+/// message) into switch `sw` as a port of kind `kind` ([`PortKind::Remote`]
+/// for another vnetd's uplink). Returns the port.
+///
+/// # Errors
+/// A destroyed switch, or the pump not starting.
+pub fn socket_port(
+    sw: &Arc<Switch>,
+    sock: std::os::fd::OwnedFd,
+    kind: PortKind,
+    io: HostIo,
+) -> Result<Arc<switch::Port>, IfError> {
+    let p = sw
+        .add_port(kind)
+        .ok_or_else(|| IfError::NoSuchSwitch(sw.name().to_string()))?;
+    match uplink::start(
+        sock,
+        format!("{}-{}", sw.name(), p.id()),
+        Arc::clone(p.to_client()),
+        Arc::clone(p.from_client()),
+        io,
+    ) {
+        Ok(dev) => {
+            p.set_dev(Arc::new(dev));
+            Ok(p)
+        }
+        Err(e) => {
+            sw.remove_port(p.id());
+            Err(IfError::Host(sw.name().to_string(), e.to_string()))
+        }
+    }
+}
+
 type PumpStart = fn(&str, Arc<Wire>, Arc<Wire>, HostIo) -> std::io::Result<tap::TapHandle>;
 
 /// Opens a host device with `start` and attaches it as interface `name` of
@@ -735,6 +860,8 @@ pub fn vmove(from: &Arc<Vnet>, name: &str, to: &Arc<Vnet>) -> Result<(), IfError
             }
         })
     })??;
+    // Room in the target's quota, held until the interface is counted there.
+    let _room = to.account().charge(Resource::Ifaces, 1)?;
     let mut ifp = from.enter(|| take_out(name))?;
     ifp.up = false;
     if let Err(ifp) = adopt_into(to, ifp) {

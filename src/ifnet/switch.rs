@@ -78,6 +78,13 @@ pub enum PortKind {
         /// Its name on the host.
         host: String,
     },
+    /// Another vnetd's uplink (a delegated port), through a socket.
+    Remote {
+        /// The user that vnetd runs as.
+        uid: u32,
+        /// Its process.
+        pid: u32,
+    },
     /// A host interface through `AF_PACKET`.
     Packet {
         /// Its name on the host.

@@ -354,10 +354,13 @@ fn pump(
 ) {
     let mut buf = vec![0u8; 65536 + 64];
     let mut out = Vec::new();
+    // Set when the device reported end of stream (an uplink's peer
+    // closed): it is polled no more, only the stop signal is.
+    let mut ended = false;
     loop {
         let mut fds = [
             libc::pollfd {
-                fd: tap.fd(),
+                fd: if ended { -1 } else { tap.fd() },
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -412,6 +415,10 @@ fn pump(
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        ended = true;
+                        break;
+                    }
                     Err(e) => {
                         log::debug!("tap pump: read: {e}");
                         break;

@@ -237,10 +237,17 @@ impl SocketServer {
             Kind::Udp | Kind::Icmp => libc::SOCK_SEQPACKET,
         };
         let io = |e: std::io::Error| Box::new(Reply::err(e.raw_os_error().unwrap_or(libc::EIO)));
+        // Over the vnet's (or an ancestor's, or its owner's) socket quota:
+        // EMFILE, as a process out of descriptors gets, and the rule.
+        let quota = v
+            .account()
+            .charge(crate::vnet::limits::Resource::Sockets, 1)
+            .map_err(|e| Box::new(Reply::err_msg(libc::EMFILE, e.to_string())))?;
         let (srv, cli) = wire::pair(ty).map_err(io)?;
         let name = self.namer.name(&cli, v.id().0, kind, v6).map_err(io)?;
         let ino = wire::inode(cli.as_raw_fd()).ok_or_else(|| Box::new(Reply::err(libc::EIO)))?;
         let mut s = Sock::new(srv, &name, 0);
+        s.quota = Some(quota);
         setup(&mut s);
         let rt = &self.rt;
         v.enter(|| crate::vnet::with::<Sockets, _>(|t| t.insert(rt, ino, s)))

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use smoltcp::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use super::wire::{self, ADDR_LEN, Kind};
 use crate::driver::realtime::RtHandle;
 use crate::stack::Inet;
 use crate::stack::socket::{SockError, SocketId, TcpState};
+use crate::vnet::limits::{Account, Charge, Resource};
 use crate::vnet::{InitCx, PerVnet, SysInitOrder, TeardownCx, VnetVars};
 
 /// Options kept per socket.
@@ -92,6 +94,8 @@ pub(crate) struct Sock {
     held_accept: Option<Box<HeldAccept>>,
     /// To be removed after this pass.
     dead: bool,
+    /// Its place in the vnet's socket quota.
+    pub quota: Option<Charge>,
 }
 
 impl Sock {
@@ -124,6 +128,7 @@ impl Sock {
             held_dgram: None,
             held_accept: None,
             dead: false,
+            quota: None,
         }
     }
 
@@ -156,6 +161,8 @@ pub struct Sockets {
     /// A datagram's worth of room for the pump, made the first time a
     /// datagram socket needs it.
     scratch: Vec<u8>,
+    /// The vnet's account, which every record is charged to.
+    pub(crate) account: Option<Arc<Account>>,
 }
 
 impl PerVnet for Sockets {
@@ -165,6 +172,7 @@ impl PerVnet for Sockets {
         Sockets {
             vnet: cx.id.0,
             vnet_name: cx.name.to_string(),
+            account: Some(Arc::clone(cx.account)),
             ..Sockets::default()
         }
     }
@@ -274,6 +282,7 @@ pub(crate) fn service(
             namer,
             vnet: socks.vnet,
             buf: std::mem::take(&mut socks.scratch),
+            account: socks.account.clone(),
         };
         for s in socks.map.values_mut() {
             if pump(s, inet, &mut mk, &mut born) {
@@ -474,6 +483,7 @@ struct Maker<'a> {
     namer: &'a Namer,
     vnet: u32,
     buf: Vec<u8>,
+    account: Option<Arc<Account>>,
 }
 
 fn pump_listener(
@@ -516,12 +526,24 @@ fn pump_listener(
             Ok(x) => x,
             Err(_) => return false,
         };
+        // An accepted connection is a socket of the vnet's too: over the
+        // quota, it is reset (the peer sees the refusal at once).
+        let quota = match mk.account.as_ref().map(|a| a.charge(Resource::Sockets, 1)) {
+            Some(Err(e)) => {
+                log::info!("sockets: connection from {peer} reset: {e}");
+                let _ = inet.close(cid, true);
+                continue;
+            }
+            Some(Ok(c)) => Some(c),
+            None => None,
+        };
         let made = wire::pair(libc::SOCK_STREAM).and_then(|(srv, cli)| {
             let name = mk.namer.name(&cli, mk.vnet, Kind::Tcp, s.v6)?;
             let ino = wire::inode(cli.as_raw_fd()).ok_or_else(std::io::Error::last_os_error)?;
             let mut n = Sock::new(srv, &name, 0);
             n.st = St::Connected(cid);
             n.opts = s.opts;
+            n.quota = quota;
             Ok((cli, ino, n))
         });
         match made {

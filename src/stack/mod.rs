@@ -138,7 +138,7 @@ impl PerVnet for Inet {
             addrs: Vec::new(),
             nbr: NeighborCache::default(),
             ports: PortTable::default(),
-            socks: SockTable::default(),
+            socks: SockTable::charged_to(std::sync::Arc::clone(cx.account)),
             tunables: Tunables::default(),
             stats: InetStats::default(),
             now,

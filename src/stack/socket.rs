@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use smoltcp::iface::SocketHandle;
+use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::{icmp, raw, tcp, udp};
 use smoltcp::storage::PacketMetadata;
 use smoltcp::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint, IpProtocol, IpVersi
 
 use super::Inet;
 use super::ports::{BindError, Proto};
+use crate::vnet::limits::{Account, Charge, Resource};
 use crate::vnet::{self, CurVnetError};
 
 /// A socket of one vnet.
@@ -60,6 +61,10 @@ pub enum SockError {
     /// The vnet's socket limit is reached (`ENOBUFS`).
     #[error("no buffer space available (socket limit of this vnet reached)")]
     NoBufs,
+    /// A memory quota (the vnet's, an ancestor's or its owner's) has no
+    /// room for the socket's buffers (`ENOBUFS`).
+    #[error("no buffer space available (memory quota reached)")]
+    NoMem,
     /// No such socket in this vnet (`EBADF`).
     #[error("bad socket")]
     BadSocket,
@@ -85,7 +90,7 @@ impl SockError {
             SockError::NotConnected => libc::ENOTCONN,
             SockError::BrokenPipe => libc::EPIPE,
             SockError::InvalidInput => libc::EINVAL,
-            SockError::NoBufs => libc::ENOBUFS,
+            SockError::NoBufs | SockError::NoMem => libc::ENOBUFS,
             SockError::BadSocket => libc::EBADF,
             SockError::MsgSize => libc::EMSGSIZE,
             SockError::Vnet(_) => libc::ENXIO,
@@ -185,6 +190,10 @@ pub struct SockTable {
     next: u32,
     map: BTreeMap<SocketId, Entry>,
     deadline: Option<Instant>,
+    /// The memory charge of each engine socket.
+    mem: std::collections::HashMap<SocketHandle, Charge>,
+    /// The vnet's account, charged for buffers.
+    pub(super) account: Option<std::sync::Arc<Account>>,
     /// Connections in TIME_WAIT, oldest first: the engine's socket is
     /// gone (so that thousands of them cost the poll nothing), only the
     /// port is held until the time is up.
@@ -195,6 +204,29 @@ impl SockTable {
     /// The next time a socket timer (connect timeout) fires.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         self.deadline
+    }
+}
+
+/// Removes a socket from the engine and gives its memory back.
+fn unhold(
+    sockets: &mut SocketSet<'static>,
+    mem: &mut std::collections::HashMap<SocketHandle, Charge>,
+    h: SocketHandle,
+) {
+    sockets.remove(h);
+    mem.remove(&h);
+}
+
+/// Bytes of a UDP socket's send buffer.
+const UDP_SENDSPACE: usize = 256 * 1024;
+
+impl SockTable {
+    /// An empty table whose sockets' buffers are charged to `account`.
+    pub(super) fn charged_to(account: std::sync::Arc<Account>) -> SockTable {
+        SockTable {
+            account: Some(account),
+            ..SockTable::default()
+        }
     }
 }
 
@@ -243,6 +275,31 @@ impl Inet {
         Ok(SocketId(self.socks.next))
     }
 
+    /// Bytes of buffers a new TCP socket takes.
+    fn tcp_bytes(&self) -> usize {
+        self.tunables.tcp_recvspace + self.tunables.tcp_sendspace
+    }
+
+    /// Takes `bytes` of buffers from the vnet's memory quota (and those
+    /// above it).
+    fn charge_mem(&self, bytes: usize) -> Result<Charge, SockError> {
+        match &self.socks.account {
+            None => Ok(Charge::none(Resource::Mem)),
+            Some(a) => a.charge(Resource::Mem, bytes as u64).map_err(|e| {
+                log::debug!("vnet {}: socket refused: {e}", self.vnet);
+                SockError::NoMem
+            }),
+        }
+    }
+
+    /// Adds a socket to the engine, holding its memory charge until it is
+    /// removed ([`unhold`]).
+    fn hold<T: smoltcp::socket::AnySocket<'static>>(&mut self, s: T, charge: Charge) -> SocketHandle {
+        let h = self.sockets.add(s);
+        self.socks.mem.insert(h, charge);
+        h
+    }
+
     fn new_tcp(&self) -> tcp::Socket<'static> {
         let rx = tcp::SocketBuffer::new(vec![0u8; self.tunables.tcp_recvspace]);
         let tx = tcp::SocketBuffer::new(vec![0u8; self.tunables.tcp_sendspace]);
@@ -288,7 +345,7 @@ impl Inet {
                 .collect();
             pool.retain(|h| !idle.contains(h));
             for h in idle {
-                self.sockets.remove(h);
+                unhold(&mut self.sockets, &mut self.socks.mem, h);
             }
             return true;
         }
@@ -309,7 +366,7 @@ impl Inet {
         if known {
             pool.retain(|h| !listening.contains(h));
             for h in listening {
-                self.sockets.remove(h);
+                unhold(&mut self.sockets, &mut self.socks.mem, h);
             }
             return true;
         }
@@ -320,13 +377,17 @@ impl Inet {
             return false;
         }
         let keepinit = Duration::from_millis(self.tunables.tcp_keepinit_ms);
+        // Over the memory quota the SYN is dropped, as by a full backlog.
+        let Ok(charge) = self.charge_mem(self.tcp_bytes()) else {
+            return false;
+        };
         let mut s = self.new_tcp();
         // A handshake the peer never completes frees its slot.
         s.set_timeout(Some(keepinit));
         if s.listen(IpListenEndpoint { addr, port }).is_err() {
             return false;
         }
-        let h = self.sockets.add(s);
+        let h = self.hold(s, charge);
         if let Some(Entry {
             kind: Kind::Listener { pool, .. },
             ..
@@ -427,7 +488,7 @@ impl Inet {
                 Kind::Listener { pool, .. } => {
                     pool.retain(|h| {
                         if self.sockets.get::<tcp::Socket>(*h).state() == tcp::State::Closed {
-                            self.sockets.remove(*h);
+                            unhold(&mut self.sockets, &mut self.socks.mem, *h);
                             false
                         } else {
                             true
@@ -459,22 +520,22 @@ impl Inet {
         match e.kind {
             Kind::Listener { port, pool, .. } => {
                 for h in pool {
-                    self.sockets.remove(h);
+                    unhold(&mut self.sockets, &mut self.socks.mem, h);
                 }
                 self.ports.release(Proto::Tcp, port, id);
             }
             Kind::Tcp(t) => {
-                self.sockets.remove(t.h);
+                unhold(&mut self.sockets, &mut self.socks.mem, t.h);
                 if let Some(p) = t.own_port {
                     self.ports.release(Proto::Tcp, p, id);
                 }
             }
             Kind::Udp { h, port } => {
-                self.sockets.remove(h);
+                unhold(&mut self.sockets, &mut self.socks.mem, h);
                 self.ports.release(Proto::Udp, port, id);
             }
             Kind::Icmp { h } | Kind::Raw { h } => {
-                self.sockets.remove(h);
+                unhold(&mut self.sockets, &mut self.socks.mem, h);
             }
         }
     }
@@ -675,6 +736,13 @@ impl Inet {
             range,
             &mut self.rng,
         )?;
+        let charge = match self.charge_mem(self.tcp_bytes()) {
+            Ok(c) => c,
+            Err(e) => {
+                self.ports.release(Proto::Tcp, port, id);
+                return Err(e);
+            }
+        };
         let mut s = self.new_tcp();
         let res = s.connect(
             self.iface.context(),
@@ -685,7 +753,7 @@ impl Inet {
             self.ports.release(Proto::Tcp, port, id);
             return Err(SockError::InvalidInput);
         }
-        let h = self.sockets.add(s);
+        let h = self.hold(s, charge);
         self.socks.map.insert(
             id,
             Entry {
@@ -973,19 +1041,26 @@ impl Inet {
         reuse: bool,
     ) -> Result<SocketId, SockError> {
         let (id, addr, port) = self.bind_port(Proto::Udp, local, reuse)?;
+        let charge = match self.charge_mem(self.tunables.udp_recvspace + UDP_SENDSPACE) {
+            Ok(c) => c,
+            Err(e) => {
+                self.ports.release(Proto::Udp, port, id);
+                return Err(e);
+            }
+        };
         let n = (self.tunables.udp_recvspace / 512).max(4);
         let rx = udp::PacketBuffer::new(
             vec![PacketMetadata::EMPTY; n],
             vec![0u8; self.tunables.udp_recvspace],
         );
-        let tx = udp::PacketBuffer::new(vec![PacketMetadata::EMPTY; 64], vec![0u8; 256 * 1024]);
+        let tx = udp::PacketBuffer::new(vec![PacketMetadata::EMPTY; 64], vec![0u8; UDP_SENDSPACE]);
         let mut s = udp::Socket::new(rx, tx);
         s.set_hop_limit(Some(self.tunables.ip_ttl));
         if s.bind(IpListenEndpoint { addr, port }).is_err() {
             self.ports.release(Proto::Udp, port, id);
             return Err(SockError::InvalidInput);
         }
-        let h = self.sockets.add(s);
+        let h = self.hold(s, charge);
         self.socks.map.insert(
             id,
             Entry {
@@ -1058,6 +1133,7 @@ impl Inet {
 
     pub(crate) fn icmp_open(&mut self, ident: u16) -> Result<SocketId, SockError> {
         let id = self.alloc_id()?;
+        let charge = self.charge_mem(2 * 16 * 1024)?;
         let rx =
             icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 16], vec![0u8; 16 * 1024]);
         let tx =
@@ -1066,7 +1142,7 @@ impl Inet {
         s.set_hop_limit(Some(self.tunables.ip_ttl));
         s.bind(icmp::Endpoint::Ident(ident))
             .map_err(|_| SockError::InvalidInput)?;
-        let h = self.sockets.add(s);
+        let h = self.hold(s, charge);
         self.socks.map.insert(
             id,
             Entry {
@@ -1112,11 +1188,12 @@ impl Inet {
 
     fn raw_open(&mut self, v6: bool, proto: u8) -> Result<SocketId, SockError> {
         let id = self.alloc_id()?;
+        let charge = self.charge_mem(2 * 64 * 1024)?;
         let rx = raw::PacketBuffer::new(vec![raw::PacketMetadata::EMPTY; 16], vec![0u8; 64 * 1024]);
         let tx = raw::PacketBuffer::new(vec![raw::PacketMetadata::EMPTY; 16], vec![0u8; 64 * 1024]);
         let version = if v6 { IpVersion::Ipv6 } else { IpVersion::Ipv4 };
         let s = raw::Socket::new(Some(version), Some(IpProtocol::from(proto)), rx, tx);
-        let h = self.sockets.add(s);
+        let h = self.hold(s, charge);
         self.socks.map.insert(
             id,
             Entry {

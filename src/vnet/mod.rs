@@ -41,6 +41,7 @@
 //! returns a [`TeardownReport`] of what was released.
 
 mod curvnet;
+pub mod limits;
 mod registry;
 mod sysinit;
 

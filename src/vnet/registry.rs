@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 
 use super::curvnet::CurVnet;
+use super::limits::{Account, Charge, Limits, QuotaError, Resource, Restrict, Scope};
 use super::sysinit::{
     InitCx, PerVnet, SlotTrait, SubsysDesc, TeardownCx, TeardownReport, VnetVars,
 };
@@ -49,6 +50,12 @@ pub struct Vnet {
     seed: u64,
     state: AtomicU8,
     vars: Mutex<Option<VnetVars>>,
+    /// What it and everything under it use, and their limits.
+    account: Arc<Account>,
+    /// Its own restrictions (it is also held to its ancestors').
+    restrict: Mutex<Restrict>,
+    /// Its place in its parent's (or owner's) vnet count.
+    counted: Mutex<Option<Charge>>,
 }
 
 impl fmt::Debug for Vnet {
@@ -99,6 +106,24 @@ impl Vnet {
         // still structurally sound (every operation leaves it consistent
         // before it can panic), so later calls carry on.
         self.vars.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Its account: what it and its descendants use, and its limits.
+    pub fn account(&self) -> &Arc<Account> {
+        &self.account
+    }
+
+    /// Its own restrictions (see [`Registry::check_addr`] for the chain).
+    pub fn restrict(&self) -> Restrict {
+        self.restrict
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces its own restrictions.
+    pub fn set_restrict(&self, r: Restrict) {
+        *self.restrict.lock().unwrap_or_else(|p| p.into_inner()) = r;
     }
 
     /// A summary for listings.
@@ -166,6 +191,9 @@ pub enum RegistryError {
     /// teardown would have to wait for.
     #[error("vnet {0:?} cannot be destroyed from inside its own state")]
     InUse(String),
+    /// A quota refused it.
+    #[error(transparent)]
+    Quota(#[from] QuotaError),
 }
 
 const SHARDS: usize = 64;
@@ -188,6 +216,19 @@ pub struct Registry {
     hasher: std::collections::hash_map::RandomState,
     writer: Mutex<Writer>,
     seed: u64,
+    users: Mutex<Users>,
+}
+
+/// The users' accounts.
+#[derive(Default)]
+struct Users {
+    accounts: HashMap<u32, Arc<Account>>,
+    /// The limits of a user with none of their own.
+    default: Limits,
+    /// Users whose own limits were set (`quota set`).
+    set: HashMap<u32, Limits>,
+    /// Users with no limits (root, and the user the server runs as).
+    unlimited: Vec<u32>,
 }
 
 impl fmt::Debug for Registry {
@@ -205,6 +246,25 @@ fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// ", a restriction inherited from X" when the rule is an ancestor's.
+fn inherited(v: &Vnet, rule: &Vnet) -> String {
+    if v.id == rule.id {
+        " (restriction of the vnet itself)".into()
+    } else {
+        format!(" (restriction inherited from vnet {:?})", rule.name())
+    }
+}
+
+impl Users {
+    fn limits_of(&self, uid: u32) -> Limits {
+        if self.unlimited.contains(&uid) {
+            Limits::NONE
+        } else {
+            self.set.get(&uid).copied().unwrap_or(self.default)
+        }
+    }
 }
 
 fn mix(seed: u64, id: u32) -> u64 {
@@ -244,6 +304,10 @@ impl Registry {
                 subsystems: Vec::new(),
             }),
             seed,
+            users: Mutex::new(Users {
+                unlimited: vec![0],
+                ..Users::default()
+            }),
         };
         let vnet0 = Arc::new(Vnet {
             id: VnetId::VNET0,
@@ -253,6 +317,9 @@ impl Registry {
             seed: mix(seed, 0),
             state: AtomicU8::new(VnetState::Active as u8),
             vars: Mutex::new(Some(VnetVars::default())),
+            account: Account::new(Scope::Vnet(VnetId::VNET0, "vnet0".into()), None, Limits::NONE),
+            restrict: Mutex::new(Restrict::default()),
+            counted: Mutex::new(None),
         });
         reg.publish(&vnet0);
         Arc::new(reg)
@@ -325,6 +392,7 @@ impl Registry {
         let mut cx = InitCx {
             id: v.id,
             name: &v.name,
+            account: &v.account,
             seed: v.seed ^ u64::from(desc.order.0),
             vars,
         };
@@ -341,6 +409,24 @@ impl Registry {
         parent: Option<VnetId>,
         owner: u32,
     ) -> Result<Arc<Vnet>, RegistryError> {
+        self.create_limited(name, parent, owner, Limits::NONE, Restrict::default())
+    }
+
+    /// Creates a vnet as [`Registry::create`] does, with limits of its own
+    /// (on it and its descendants together) and restrictions. It counts as
+    /// one vnet in its parent's account and up (a vnet under `vnet0`, in
+    /// its owner's).
+    ///
+    /// # Errors
+    /// As [`Registry::create`], and a vnet quota reached.
+    pub fn create_limited(
+        &self,
+        name: &str,
+        parent: Option<VnetId>,
+        owner: u32,
+        limits: Limits,
+        restrict: Restrict,
+    ) -> Result<Arc<Vnet>, RegistryError> {
         if !valid_name(name) {
             return Err(RegistryError::BadName(name.to_string()));
         }
@@ -355,6 +441,14 @@ impl Registry {
         if p.state() != VnetState::Active {
             return Err(RegistryError::Dying(p.name.to_string()));
         }
+        // Counted where it lives: in its parent's account and up, or, under
+        // vnet0, in its owner's.
+        let above = if parent == VnetId::VNET0 {
+            self.user_account(owner)
+        } else {
+            Arc::clone(&p.account)
+        };
+        let counted = above.charge(Resource::Vnets, 1)?;
         let id = VnetId(w.next_id);
         w.next_id = w
             .next_id
@@ -368,6 +462,9 @@ impl Registry {
             seed: mix(self.seed, id.0),
             state: AtomicU8::new(VnetState::Active as u8),
             vars: Mutex::new(None),
+            account: Account::new(Scope::Vnet(id, name.into()), Some(above), limits),
+            restrict: Mutex::new(restrict),
+            counted: Mutex::new(Some(counted)),
         });
         {
             let _scope = CurVnet::set(&vnet);
@@ -445,6 +542,10 @@ impl Registry {
             }
         }
         v.state.store(VnetState::Dead as u8, Ordering::Release);
+        v.counted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         {
             let mut w = self.lock_writer();
             self.unpublish(v);
@@ -470,6 +571,149 @@ impl Registry {
         report.wake.retain(|w| *w != v.id);
         log::debug!("vnet {} {:?} destroyed: {:?}", v.id, v.name, report);
         report
+    }
+
+    fn lock_users(&self) -> MutexGuard<'_, Users> {
+        self.users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The account of user `uid` (made on first use, with the default
+    /// limits unless root set theirs).
+    pub fn user_account(&self, uid: u32) -> Arc<Account> {
+        let mut u = self.lock_users();
+        if let Some(a) = u.accounts.get(&uid) {
+            return Arc::clone(a);
+        }
+        let limits = u.limits_of(uid);
+        let a = Account::new(Scope::User(uid), None, limits);
+        u.accounts.insert(uid, Arc::clone(&a));
+        a
+    }
+
+    /// Exempts `uid` from user quotas (the user a server runs as).
+    pub fn set_unlimited(&self, uid: u32) {
+        let mut u = self.lock_users();
+        if !u.unlimited.contains(&uid) {
+            u.unlimited.push(uid);
+        }
+        if let Some(a) = u.accounts.get(&uid) {
+            a.set_limits(&Limits::NONE);
+        }
+    }
+
+    /// Sets the limits of users with none of their own.
+    pub fn set_default_user_limits(&self, l: Limits) {
+        let mut u = self.lock_users();
+        u.default = l;
+        let uids: Vec<u32> = u.accounts.keys().copied().collect();
+        for uid in uids {
+            let l = u.limits_of(uid);
+            u.accounts[&uid].set_limits(&l);
+        }
+    }
+
+    /// Sets (or, with `None`, clears back to the default) the limits of
+    /// user `uid`; returns those now in force.
+    pub fn set_user_limits(&self, uid: u32, l: Option<Limits>) -> Limits {
+        let mut u = self.lock_users();
+        match l {
+            Some(l) => u.set.insert(uid, l),
+            None => u.set.remove(&uid),
+        };
+        let l = u.limits_of(uid);
+        if let Some(a) = u.accounts.get(&uid) {
+            a.set_limits(&l);
+        }
+        l
+    }
+
+    /// The users with an account, in uid order.
+    pub fn users(&self) -> Vec<Arc<Account>> {
+        let u = self.lock_users();
+        let mut v: Vec<_> = u.accounts.values().cloned().collect();
+        v.sort_by_key(|a| match a.scope() {
+            Scope::User(uid) => *uid,
+            Scope::Vnet(..) => u32::MAX,
+        });
+        v
+    }
+
+    /// `v` and its ancestors up to (not including) `vnet0`, nearest first.
+    pub fn lineage(&self, v: &Arc<Vnet>) -> Vec<Arc<Vnet>> {
+        let mut out = vec![Arc::clone(v)];
+        let mut p = v.parent;
+        while let Some(id) = p.filter(|id| *id != VnetId::VNET0) {
+            match self.get(id) {
+                Some(x) => {
+                    p = x.parent;
+                    out.push(x);
+                }
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// Whether `v` may give itself address `a`: refused by the first
+    /// restriction, on it or an ancestor, that does not allow it.
+    ///
+    /// # Errors
+    /// The refusal, naming the vnet whose restriction refused.
+    pub fn check_addr(&self, v: &Arc<Vnet>, a: &smoltcp::wire::IpCidr) -> Result<(), String> {
+        for x in self.lineage(v) {
+            let r = x.restrict();
+            if !r.allows_addr(a) {
+                let allowed: Vec<String> = r
+                    .addrs
+                    .unwrap_or_default()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                return Err(format!(
+                    "address {a} is outside what vnet {:?} may use ({}){}",
+                    x.name(),
+                    allowed.join(", "),
+                    inherited(v, &x)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `v` may make a link of `kind`.
+    ///
+    /// # Errors
+    /// The refusal, naming the vnet whose restriction refused.
+    pub fn check_link(&self, v: &Arc<Vnet>, kind: &str) -> Result<(), String> {
+        for x in self.lineage(v) {
+            let r = x.restrict();
+            if !r.allows_link(kind) {
+                return Err(format!(
+                    "links of type {kind} are not allowed in vnet {:?} (allowed: {}){}",
+                    x.name(),
+                    r.links.unwrap_or_default().join(", "),
+                    inherited(v, &x)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `v` may forward.
+    ///
+    /// # Errors
+    /// The refusal, naming the vnet whose restriction refused.
+    pub fn check_forward(&self, v: &Arc<Vnet>) -> Result<(), String> {
+        for x in self.lineage(v) {
+            if x.restrict().no_forward {
+                return Err(format!(
+                    "forwarding is not allowed in vnet {:?}{}",
+                    x.name(),
+                    inherited(v, &x)
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The vnet with this number.

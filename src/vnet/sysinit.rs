@@ -27,6 +27,8 @@ pub struct InitCx<'a> {
     pub id: VnetId,
     /// Its name.
     pub name: &'a str,
+    /// Its account, which its subsystems charge for what they hold.
+    pub account: &'a std::sync::Arc<super::limits::Account>,
     /// A seed for this vnet's random numbers (ISNs, ports, ids); derived from
     /// the registry's seed so that a simulation replays exactly.
     pub seed: u64,
