@@ -671,8 +671,8 @@ fn only_a_vnets_owner_may_change_its_firewall() {
         let e = refused(&as_nobody(args));
         assert!(e.contains("belongs to root"), "{args:?}: {e}");
     }
-    let o = as_nobody(&["-n", "red", "fw", "show"]);
-    assert!(o.status.success(), "reading is open");
+    let e = refused(&as_nobody(&["-n", "red", "fw", "show"]));
+    assert!(e.contains("may see only its own vnets"), "{e}");
     assert_eq!(fw_rules(&d, "red"), ["100 allow"]);
     // A user's own vnet is theirs to filter.
     assert!(as_nobody(&["vnet", "add", "mine"]).status.success());

@@ -844,7 +844,11 @@ fn request(cmd: Cmd, vnet: &str) -> (Op, Printer) {
                 TypeKw::Type {
                     kind:
                         LinkKind::Uplink {
-                            switch: UplinkKw::Switch { name: switch, server },
+                            switch:
+                                UplinkKw::Switch {
+                                    name: switch,
+                                    server,
+                                },
                         },
                 },
         }) => (
@@ -854,7 +858,7 @@ fn request(cmd: Cmd, vnet: &str) -> (Op, Printer) {
                 switch,
                 server: server.map(|ServerKw::Server { path }| path),
             },
-            Printer::Nothing,
+            Printer::Uplink,
         ),
         Cmd::Vnet(VnetCmd::Del { name, recursive }) => {
             (Op::VnetDel { name, recursive }, Printer::Nothing)
@@ -1090,6 +1094,7 @@ enum Printer {
     Filters,
     Quota,
     Delegations,
+    Uplink,
 }
 
 fn s(v: &Value, k: &str) -> String {
@@ -1158,6 +1163,23 @@ fn print(p: &Printer, v: &Value, json: bool) {
                 );
             }
         }
+        Printer::Uplink => {
+            let addrs: Vec<&str> = v["addrs"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            println!(
+                "port {} of switch {}, mac {}, addresses {}",
+                s(v, "port"),
+                s(v, "switch"),
+                s(v, "mac"),
+                if addrs.is_empty() {
+                    "any".into()
+                } else {
+                    addrs.join(",")
+                }
+            );
+        }
         Printer::Quota => {
             for x in rows() {
                 let line: Vec<String> = ["vnets", "interfaces", "sockets", "mem"]
@@ -1171,14 +1193,22 @@ fn print(p: &Printer, v: &Value, json: bool) {
             let one = |x: &Value| {
                 let addrs: Vec<String> = x["addrs"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(|y| y.as_str().map(String::from)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|y| y.as_str().map(String::from))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 println!(
                     "{}: uid {} {} addrs {} rate {}",
                     s(x, "id"),
                     s(x, "uid"),
                     s(x, "target"),
-                    if addrs.is_empty() { "any".into() } else { addrs.join(",") },
+                    if addrs.is_empty() {
+                        "any".into()
+                    } else {
+                        addrs.join(",")
+                    },
                     s(x, "rate")
                 );
                 for p in x["ports"].as_array().cloned().unwrap_or_default() {

@@ -298,7 +298,11 @@ impl Server {
     ) -> Result<(), ErrorBody> {
         let Some(d) = d else { return Ok(()) };
         let got = v
-            .enter(|| ifnet::with_ifnet(name, |i| (i.tx_wire().cloned(), i.rx_wire().cloned(), i.mac().0)))
+            .enter(|| {
+                ifnet::with_ifnet(name, |i| {
+                    (i.tx_wire().cloned(), i.rx_wire().cloned(), i.mac().0)
+                })
+            })
             .map_err(|e| if_err(v.name(), e))?;
         let r = match got {
             (Some(tx), Some(rx), mac) => Self::put_policy(d, &tx, &rx, mac),

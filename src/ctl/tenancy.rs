@@ -302,7 +302,7 @@ impl Server {
                 let addrs = x.enter(crate::stack::addrs).unwrap_or_default();
                 if let Some((dev, a)) = addrs
                     .iter()
-                    .find(|(dev, a)| dev != "lo0" && !probe.allows_addr(a))
+                    .find(|(dev, a)| dev != "lo0" && !probe.allows_ip(&a.address()))
                 {
                     return Err(err(
                         ErrorKind::Busy,
@@ -425,7 +425,9 @@ impl Server {
         self.root_only(uid, "delegating an uplink")?;
         let target = if self.switches().get(target).is_some() {
             Uplink::Switch(target.to_string())
-        } else if std::path::Path::new("/sys/class/net").join(target).exists() && !target.contains('/') {
+        } else if std::path::Path::new("/sys/class/net").join(target).exists()
+            && !target.contains('/')
+        {
             Uplink::Host(target.to_string())
         } else {
             return Err(err(
@@ -456,11 +458,18 @@ impl Server {
             ));
         }
         if rate == Some(0) {
-            return Err(err(ErrorKind::Invalid, "a rate of 0 frames/s passes nothing"));
+            return Err(err(
+                ErrorKind::Invalid,
+                "a rate of 0 frames/s passes nothing",
+            ));
         }
         let rate = rate.map(|r| (r, burst.unwrap_or_else(|| RateLimit::default_burst(r))));
         let d = {
-            let mut g = self.delegations().inner.lock().unwrap_or_else(|p| p.into_inner());
+            let mut g = self
+                .delegations()
+                .inner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if let Some(old) = g.1.iter().find(|d| d.uid == user && d.target == target) {
                 return Err(err(
                     ErrorKind::Exists,
@@ -492,9 +501,16 @@ impl Server {
     fn delegate_del(&self, uid: u32, id: u64) -> Result<Value, ErrorBody> {
         self.root_only(uid, "taking a delegation back")?;
         let d = {
-            let mut g = self.delegations().inner.lock().unwrap_or_else(|p| p.into_inner());
+            let mut g = self
+                .delegations()
+                .inner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             let pos = g.1.iter().position(|d| d.id == id).ok_or_else(|| {
-                err(ErrorKind::NotFound, format!("delegation {id}: no such delegation"))
+                err(
+                    ErrorKind::NotFound,
+                    format!("delegation {id}: no such delegation"),
+                )
             })?;
             g.1.remove(pos)
         };
@@ -611,7 +627,10 @@ impl Server {
         if self.is_admin(uid) {
             return Ok((v, None));
         }
-        match self.delegations().find(uid, &Uplink::Host(host.to_string())) {
+        match self
+            .delegations()
+            .find(uid, &Uplink::Host(host.to_string()))
+        {
             Some(d) => Ok((v, Some(d))),
             None => Err(err(
                 ErrorKind::PermissionDenied,
@@ -645,7 +664,11 @@ impl Server {
                 w.push_stage(Box::new(Filter::new(name.clone(), checks).0));
             }
             if let Some((rate, burst)) = d.rate {
-                w.push_stage(Box::new(RateLimit::new(format!("{name}-rate"), rate, burst)));
+                w.push_stage(Box::new(RateLimit::new(
+                    format!("{name}-rate"),
+                    rate,
+                    burst,
+                )));
             }
         }
         Ok(())
@@ -668,9 +691,9 @@ impl Server {
         let pid = super::peercred::peer_pid(conn).unwrap_or(0);
         let (ours, theirs) = crate::sockets::wire::pair(libc::SOCK_SEQPACKET)
             .map_err(|e| err(ErrorKind::Busy, format!("socket pair: {e}")))?;
-        let mac = assigned_mac(uid, pid);
         let port = ifnet::socket_port(&sw, ours, PortKind::Remote { uid, pid }, self.host_io())
             .map_err(|e| if_err(&format!("switch {switch}"), e))?;
+        let mac = assigned_mac(uid, pid, port.id());
         if let Some(d) = &deleg
             && let Err(e) = Self::put_policy(d, port.from_client(), port.to_client(), mac)
         {
@@ -691,8 +714,9 @@ impl Server {
         let body = serde_json::to_vec(&reply).unwrap_or_default();
         let mut frame = (body.len() as u32).to_be_bytes().to_vec();
         frame.extend_from_slice(&body);
-        let sent = crate::sockets::wire::send_with_fds(conn.as_raw_fd(), &frame, &[theirs.as_raw_fd()], 0)
-            .and_then(|n| (&*conn).write_all(&frame[n..]));
+        let sent =
+            crate::sockets::wire::send_with_fds(conn.as_raw_fd(), &frame, &[theirs.as_raw_fd()], 0)
+                .and_then(|n| (&*conn).write_all(&frame[n..]));
         drop(theirs);
         if sent.is_ok() {
             log::info!(
@@ -745,7 +769,12 @@ impl Server {
             .get("mac")
             .and_then(Value::as_str)
             .and_then(parse_mac)
-            .ok_or_else(|| err(ErrorKind::Invalid, format!("uplink to {path}: no MAC address in the reply")))?;
+            .ok_or_else(|| {
+                err(
+                    ErrorKind::Invalid,
+                    format!("uplink to {path}: no MAC address in the reply"),
+                )
+            })?;
         ifnet::uplink(
             &v,
             name,
@@ -767,15 +796,14 @@ impl Server {
 /// Root's vnetd's control socket.
 pub const DEFAULT_ROOT_SOCKET: &str = "/run/vnetd.sock";
 
-/// A locally administered unicast address for an uplink port, different
-/// for each one made.
-fn assigned_mac(uid: u32, pid: u32) -> [u8; 6] {
+/// A locally administered unicast address for an uplink port (hashed
+/// with random keys: different for each one made).
+fn assigned_mac(uid: u32, pid: u32, port: u32) -> [u8; 6] {
     use std::hash::{BuildHasher, Hasher};
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(uid);
     h.write_u32(pid);
-    h.write_u64(SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.write_u32(port);
     let x = h.finish().to_be_bytes();
     [(x[0] & 0xfe) | 0x02, x[1], x[2], x[3], x[4], x[5]]
 }
@@ -791,10 +819,14 @@ fn open_remote(path: &str, switch: &str) -> std::io::Result<(UnixStream, OwnedFd
             switch: switch.to_string(),
         },
     };
-    proto::write_frame(&mut &conn, &serde_json::to_vec(&req).map_err(std::io::Error::other)?)?;
+    proto::write_frame(
+        &mut &conn,
+        &serde_json::to_vec(&req).map_err(std::io::Error::other)?,
+    )?;
     // The descriptor comes with the reply's first bytes.
     let mut len = [0u8; 4];
-    let (n, fd) = crate::sockets::wire::recv_with_fd(conn.as_raw_fd(), &mut len, libc::MSG_WAITALL)?;
+    let (n, fd) =
+        crate::sockets::wire::recv_with_fd(conn.as_raw_fd(), &mut len, libc::MSG_WAITALL)?;
     if n != 4 {
         return Err(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,

@@ -698,8 +698,14 @@ pub fn uplink(
     v.enter(|| vnet::with::<IfnetTable, _>(|t| t.check_new_name(name)))??;
     let tx = Arc::new(Wire::new());
     let rx = Arc::new(Wire::new());
-    let dev = uplink::start(sock, format!("uplink-{name}"), Arc::clone(&tx), Arc::clone(&rx), io)
-        .map_err(|e| IfError::Host(switch.to_string(), e.to_string()))?;
+    let dev = uplink::start(
+        sock,
+        format!("uplink-{name}"),
+        Arc::clone(&tx),
+        Arc::clone(&rx),
+        io,
+    )
+    .map_err(|e| IfError::Host(switch.to_string(), e.to_string()))?;
     let link = Link::Uplink {
         tx,
         rx,

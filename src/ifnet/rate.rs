@@ -100,12 +100,16 @@ mod tests {
         let mut r = RateLimit::new("r", 1000, 10);
         let t0 = Instant::from_millis(5);
         // The full bucket: 10 at once, then nothing.
-        let burst = (0..20).filter(|_| r.process(t0, &[]) == Verdict::Pass).count();
+        let burst = (0..20)
+            .filter(|_| r.process(t0, &[]) == Verdict::Pass)
+            .count();
         assert_eq!(burst, 10);
         // One second later at 1000/s: refilled to the burst, not beyond.
         let t1 = t0 + smoltcp::time::Duration::from_secs(1);
         assert_eq!(
-            (0..20).filter(|_| r.process(t1, &[]) == Verdict::Pass).count(),
+            (0..20)
+                .filter(|_| r.process(t1, &[]) == Verdict::Pass)
+                .count(),
             10
         );
         // A steady 1000/s for a second passes (almost) all of it; 4000/s

@@ -38,7 +38,10 @@ impl HostDev for SeqDev {
         let n = n as usize;
         if n > buf.len() {
             // Larger than any frame we take: dropped, the next one is read.
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "oversized frame"));
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "oversized frame",
+            ));
         }
         if n == 0 {
             // The other side closed (an empty message is not a frame we

@@ -294,7 +294,11 @@ impl Inet {
 
     /// Adds a socket to the engine, holding its memory charge until it is
     /// removed ([`unhold`]).
-    fn hold<T: smoltcp::socket::AnySocket<'static>>(&mut self, s: T, charge: Charge) -> SocketHandle {
+    fn hold<T: smoltcp::socket::AnySocket<'static>>(
+        &mut self,
+        s: T,
+        charge: Charge,
+    ) -> SocketHandle {
         let h = self.sockets.add(s);
         self.socks.mem.insert(h, charge);
         h

@@ -128,11 +128,13 @@ impl Limits {
 
     /// The first resource on which `new` allows more than these.
     pub fn widened_by(&self, new: &Limits) -> Option<Resource> {
-        Resource::ALL.into_iter().find(|r| match (self.get(*r), new.get(*r)) {
-            (Some(_), None) => true,
-            (Some(a), Some(b)) => b > a,
-            (None, _) => false,
-        })
+        Resource::ALL
+            .into_iter()
+            .find(|r| match (self.get(*r), new.get(*r)) {
+                (Some(_), None) => true,
+                (Some(a), Some(b)) => b > a,
+                (None, _) => false,
+            })
     }
 }
 
@@ -152,7 +154,14 @@ impl std::str::FromStr for Limits {
                 .find(|r| r.name() == k.trim())
                 .ok_or_else(|| format!("{k:?}: use vnets, interfaces, sockets or mem"))?;
             let v = v.trim();
-            l.set(r, if v == "none" { None } else { Some(parse_size(v)?) });
+            l.set(
+                r,
+                if v == "none" {
+                    None
+                } else {
+                    Some(parse_size(v)?)
+                },
+            );
         }
         Ok(l)
     }
@@ -363,7 +372,11 @@ pub struct Charge {
 impl Charge {
     /// A charge of nothing.
     pub fn none(r: Resource) -> Charge {
-        Charge { acct: None, r, n: 0 }
+        Charge {
+            acct: None,
+            r,
+            n: 0,
+        }
     }
 
     /// How many units it holds.
@@ -398,14 +411,9 @@ pub struct Restrict {
 }
 
 impl Restrict {
-    /// Whether it allows address `a` (with its prefix length).
-    pub fn allows_addr(&self, a: &IpCidr) -> bool {
-        self.addrs
-            .as_ref()
-            .is_none_or(|l| l.iter().any(|p| p.contains_subnet(a)))
-    }
-
-    /// Whether it allows an address of its own (any prefix length).
+    /// Whether it allows an address of its own (whatever the length of
+    /// the prefix it is configured with: a vnet given 10.2.0.0/28 of a /24
+    /// numbers itself 10.2.0.2/24).
     pub fn allows_ip(&self, a: &IpAddress) -> bool {
         self.addrs
             .as_ref()
@@ -426,7 +434,10 @@ impl Restrict {
             match &new.addrs {
                 None => return Some("addresses: any, where they were limited".into()),
                 Some(l) => {
-                    if let Some(p) = l.iter().find(|p| !mine.iter().any(|m| m.contains_subnet(p))) {
+                    if let Some(p) = l
+                        .iter()
+                        .find(|p| !mine.iter().any(|m| m.contains_subnet(p)))
+                    {
                         return Some(format!("address prefix {p} is outside those allowed"));
                     }
                 }
@@ -520,9 +531,9 @@ mod tests {
             links: Some(vec!["port".into()]),
             no_forward: true,
         };
-        assert!(r.allows_addr(&"10.2.0.3/28".parse().unwrap()));
-        assert!(!r.allows_addr(&"10.2.0.3/24".parse().unwrap()));
-        assert!(!r.allows_addr(&"10.3.0.3/28".parse().unwrap()));
+        assert!(r.allows_ip(&"10.2.0.3".parse().unwrap()));
+        assert!(!r.allows_ip(&"10.2.0.16".parse().unwrap()));
+        assert!(!r.allows_ip(&"10.3.0.3".parse().unwrap()));
         assert!(r.allows_link("port") && !r.allows_link("epair"));
         let narrower = Restrict {
             addrs: Some(vec!["10.2.0.0/30".parse().unwrap()]),

@@ -317,7 +317,11 @@ impl Registry {
             seed: mix(seed, 0),
             state: AtomicU8::new(VnetState::Active as u8),
             vars: Mutex::new(Some(VnetVars::default())),
-            account: Account::new(Scope::Vnet(VnetId::VNET0, "vnet0".into()), None, Limits::NONE),
+            account: Account::new(
+                Scope::Vnet(VnetId::VNET0, "vnet0".into()),
+                None,
+                Limits::NONE,
+            ),
             restrict: Mutex::new(Restrict::default()),
             counted: Mutex::new(None),
         });
@@ -542,10 +546,7 @@ impl Registry {
             }
         }
         v.state.store(VnetState::Dead as u8, Ordering::Release);
-        v.counted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        v.counted.lock().unwrap_or_else(|p| p.into_inner()).take();
         {
             let mut w = self.lock_writer();
             self.unpublish(v);
@@ -662,7 +663,7 @@ impl Registry {
     pub fn check_addr(&self, v: &Arc<Vnet>, a: &smoltcp::wire::IpCidr) -> Result<(), String> {
         for x in self.lineage(v) {
             let r = x.restrict();
-            if !r.allows_addr(a) {
+            if !r.allows_ip(&a.address()) {
                 let allowed: Vec<String> = r
                     .addrs
                     .unwrap_or_default()
