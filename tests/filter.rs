@@ -231,6 +231,20 @@ fn a_receive_filter_asking_for_another_clients_traffic_gets_none_of_it() {
     let file2 = d.dir.join("c2.pcap");
     let cap = d.capture(&["-n", "c", "eth0"], &file2);
     ping("5");
+    // The capture streams as frames come: wait for the pings to be in the
+    // file before stopping it (a loaded machine may lag).
+    wait_for(
+        "the capture to hold the pings",
+        Duration::from_secs(10),
+        || {
+            Command::new("tshark")
+                .args(["-n", "-r"])
+                .arg(&file2)
+                .args(["-Y", "icmp.type == 8 and ip.dst == 10.6.0.2"])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().count() >= 5)
+        },
+    );
     drop(cap);
     let seen = tshark(&file2, &["ip.src", "ip.dst"], Some("icmp"));
     assert!(

@@ -209,6 +209,22 @@ fn users_see_and_change_only_their_own_vnets_and_root_sees_all() {
     bob.refused(&["-n", "a1", "capture", "e0", "-c", "1"], rule);
     bob.refused(&["-n", "a1", "filter", "add", "e0", "in", "-f", "ip"], rule);
     bob.refused(&["exec", "a1", "--", "/usr/bin/python3", "-c", "1"], rule);
+    // A program the loader would run without the preload library (ping has
+    // file capabilities) is refused rather than run on the host's network.
+    let o = as_user(ALICE, env!("CARGO_BIN_EXE_vnetctl"))
+        .arg("--socket")
+        .arg(&d.sock)
+        .env("VNET_PRELOAD", daemon::preload())
+        .args(["exec", "a1", "--", "ping", "-c", "1", "10.40.0.2"])
+        .output()
+        .unwrap();
+    if Command::new("getcap")
+        .arg("/usr/bin/ping")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cap_net_raw"))
+    {
+        refused(o, "ping as a user", "has file capabilities");
+    }
     // Nor connect into them: no link into her vnets, no port on her
     // switch, no socket made in her vnet however it is asked for.
     bob.refused(
@@ -611,6 +627,103 @@ fn a_delegated_rate_limits_what_a_tenant_sends() {
     assert!(policy_drops(&d, "over the rate limit") >= 1000 - most as u64);
 }
 
+#[test]
+fn a_delegated_host_interface_is_the_users_to_link() {
+    if !can_run() {
+        return;
+    }
+    let d = Vnetd::start("ten-host", "");
+    let ns = Netns::new("hi");
+    let host = format!("vhi{}", std::process::id() % 100_000);
+    kernel::sh(&[
+        "ip", "link", "add", &host, "type", "veth", "peer", "name", "vhpeer", "netns", &ns.0,
+    ]);
+    kernel::sh(&["ip", "link", "set", &host, "up"]);
+    kernel::sh(&[
+        "ip",
+        "-n",
+        &ns.0,
+        "addr",
+        "add",
+        "10.7.0.1/24",
+        "dev",
+        "vhpeer",
+    ]);
+    kernel::sh(&["ip", "-n", &ns.0, "link", "set", "vhpeer", "up"]);
+    let alice = User { d: &d, uid: ALICE };
+    alice.ok(&["vnet", "add", "hv"]);
+    alice.refused(
+        &[
+            "-n",
+            "hv",
+            "link",
+            "add",
+            "h0",
+            "type",
+            "af_packet",
+            "host",
+            &host,
+        ],
+        &format!("has no delegation of host interface \"{host}\""),
+    );
+    d.ctl_ok(&[
+        "delegate",
+        &ALICE.to_string(),
+        "uplink",
+        &host,
+        "--addr",
+        "10.7.0.8/29",
+    ]);
+    alice.ok(&[
+        "-n",
+        "hv",
+        "link",
+        "add",
+        "h0",
+        "type",
+        "af_packet",
+        "host",
+        &host,
+    ]);
+    alice.ok(&["-n", "hv", "link", "set", "h0", "up"]);
+    alice.ok(&["-n", "hv", "addr", "add", "10.7.0.9/24", "dev", "h0"]);
+    alice.ok(&["-n", "hv", "addr", "add", "10.7.0.50/24", "dev", "h0"]);
+    // Only that interface: another one is still root's.
+    alice.refused(
+        &[
+            "-n",
+            "hv",
+            "link",
+            "add",
+            "h1",
+            "type",
+            "tap",
+            "host",
+            "vnetnope7",
+        ],
+        "has no delegation of host interface \"vnetnope7\"",
+    );
+    let ping = |ip: &str| {
+        ns.exec(&["ping", "-n", "-c", "1", "-W", "2", ip])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(ping("10.7.0.9"), "her delegated address answers");
+    assert!(
+        !ping("10.7.0.50"),
+        "an address outside the delegation does not"
+    );
+    // Her policy is on the link: a filter she cannot remove.
+    let f = alice.json(&["-n", "hv", "filter", "show", "h0"]);
+    assert!(f.to_string().contains("policy-d1"), "{f}");
+    alice.refused(
+        &["-n", "hv", "filter", "del", "h0", "in", "policy-d1"],
+        "root's policy",
+    );
+}
+
 /// Makes `dir` for `uid` only, as XDG_RUNTIME_DIR is.
 fn private_dir(uid: u32, tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vnet-user-{tag}-{}", std::process::id()));
@@ -948,6 +1061,31 @@ fn one_user_exhausting_quotas_does_not_slow_another() {
     assert!(lines.contains("mem 16 ENOBUFS"), "{lines}");
     let q = d.json(&["quota", "show", &ALICE.to_string()]);
     assert_eq!(q[0]["mem"]["used"], 16 * 512 * 1024, "{q}");
+    // A vnet's own limit holds below the user's: a child of hers allowed
+    // 3 sockets gives the fourth EMFILE, while her other vnets' sockets
+    // stay hers.
+    alice.ok(&[
+        "vnet",
+        "add",
+        "small",
+        "--parent",
+        "a1",
+        "--max-sockets",
+        "3",
+    ]);
+    let o = alice
+        .python(
+            "small",
+            "import socket\nk = []\ntry:\n while True: k.append(socket.socket())\nexcept OSError as e: print(len(k), e.errno)",
+            &[],
+        )
+        .output()
+        .unwrap();
+    // Alice's user quota has 40 - 16 = 24 sockets of room: the vnet's 3 rule.
+    assert_eq!(
+        ok(o, "sockets in small").trim(),
+        format!("3 {}", libc::EMFILE)
+    );
     let during = rate("bob while alice is at her quotas");
     assert!(
         during > before * 0.5,

@@ -1730,6 +1730,16 @@ fn exec(socket: &Option<PathBuf>, vnet: &str, argv: &[String]) -> u8 {
         );
         return 2;
     }
+    // The loader ignores LD_PRELOAD in a program that gains privileges
+    // (set-user-ID, set-group-ID, file capabilities, as ping has) when run
+    // by an ordinary user: it would use the host's network. Refuse.
+    if let Some(why) = gains_privileges(&argv[0]) {
+        eprintln!(
+            "vnetctl: {} {why}: the loader ignores LD_PRELOAD for it, so it would run on the host's network, not in vnet {vnet:?}; refusing",
+            argv[0]
+        );
+        return 2;
+    }
     let ctl_path = socket.clone().unwrap_or_else(ctl::default_socket_path);
     let preload = match std::env::var_os("LD_PRELOAD") {
         Some(old) if !old.is_empty() => {
@@ -1755,6 +1765,39 @@ fn exec(socket: &Option<PathBuf>, vnet: &str, argv: &[String]) -> u8 {
     } else {
         126
     }
+}
+
+/// Why running `program` (found on `PATH` as `execvp` would) as this user
+/// is a secure execution, in which the loader drops `LD_PRELOAD`; `None`
+/// when it is not (or for root, who gains nothing).
+fn gains_privileges(program: &str) -> Option<String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let path = if program.contains('/') {
+        PathBuf::from(program)
+    } else {
+        std::env::split_paths(&std::env::var_os("PATH")?)
+            .map(|d| d.join(program))
+            .find(|p| {
+                std::fs::metadata(p)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })?
+    };
+    let m = std::fs::metadata(&path).ok()?;
+    if m.mode() & 0o4000 != 0 {
+        return Some("is set-user-ID".into());
+    }
+    if m.mode() & 0o2000 != 0 {
+        return Some("is set-group-ID".into());
+    }
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let name = c"security.capability";
+    // SAFETY: getxattr with a null buffer and size 0 only reports the
+    // attribute's size; both strings are NUL-terminated and live.
+    let n = unsafe { libc::getxattr(c.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    (n > 0).then(|| "has file capabilities".into())
 }
 
 /// `vnetctl capture`: asks for the capture and copies the file vnetd

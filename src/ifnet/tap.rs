@@ -416,7 +416,9 @@ fn pump(
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        // The far end is gone for good: so is the link.
                         ended = true;
+                        to_host.kill();
                         break;
                     }
                     Err(e) => {
