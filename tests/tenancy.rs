@@ -744,9 +744,25 @@ struct UserVnetd {
 
 impl UserVnetd {
     fn start(uid: u32, tag: &str) -> UserVnetd {
+        Self::start_with(uid, tag, None)
+    }
+
+    /// With a topology file, when given.
+    fn start_with(uid: u32, tag: &str, topology: Option<&str>) -> UserVnetd {
         let dir = private_dir(uid, tag);
-        let child = as_user(uid, env!("CARGO_BIN_EXE_vnetd"))
-            .arg("--empty")
+        let mut c = as_user(uid, env!("CARGO_BIN_EXE_vnetd"));
+        match topology {
+            Some(t) => {
+                let f = dir.join("net.toml");
+                std::fs::write(&f, t).unwrap();
+                std::os::unix::fs::chown(&f, Some(uid), Some(uid)).unwrap();
+                c.arg("--config").arg(f);
+            }
+            None => {
+                c.arg("--empty");
+            }
+        }
+        let child = c
             .env("XDG_RUNTIME_DIR", &dir)
             .env_remove("VNETD_SOCKET")
             .env("RUST_LOG", "warn")
@@ -1097,4 +1113,129 @@ fn one_user_exhausting_quotas_does_not_slow_another() {
         let q = d.json(&["quota", "show", &ALICE.to_string()]);
         q[0]["sockets"]["used"] == 0 && q[0]["mem"]["used"] == 0
     });
+}
+
+#[test]
+fn topology_files_carry_quotas_restrictions_delegations_and_uplinks() {
+    if !can_run() {
+        return;
+    }
+    let root_file = format!(
+        r#"
+[switch.up]
+
+[quota.{ALICE}]
+sockets = 500
+
+[[delegate]]
+user = {ALICE}
+uplink = "up"
+addr = ["10.9.0.16/28"]
+rate = 5000
+
+[vnet.lim]
+restrict = {{ sockets = 20, addrs = ["10.8.0.0/24"], links = ["port", "epair"], no_forward = true }}
+"#
+    );
+    let root = Vnetd::start("ten-topo", &root_file);
+    let d = root.json(&["delegate", "show"]);
+    assert_eq!(d[0]["uid"], ALICE, "{d}");
+    assert_eq!(d[0]["rate"], 5000, "{d}");
+    assert_eq!(
+        root.json(&["quota", "show", &ALICE.to_string()])[0]["sockets"]["limit"],
+        500
+    );
+    let lim = root.json(&["vnet", "show", "lim"]);
+    assert_eq!(lim["quota"]["sockets"]["limit"], 20, "{lim}");
+    assert_eq!(lim["links"], serde_json::json!(["epair", "port"]), "{lim}");
+    // A dump applied changes nothing; a file without them takes them away.
+    let dump = root.json(&["dump"])["toml"].as_str().unwrap().to_string();
+    assert!(
+        dump.contains("[[delegate]]") && dump.contains("no_forward = true"),
+        "{dump}"
+    );
+    let f = root.dir.join("dump.toml");
+    std::fs::write(&f, &dump).unwrap();
+    let changes = root.json(&["apply", f.to_str().unwrap()]);
+    assert_eq!(changes, serde_json::json!([]), "{dump}");
+    std::fs::write(&f, "[switch.up]\n[vnet.lim]\n").unwrap();
+    let changes = root.json(&["apply", f.to_str().unwrap()]);
+    let text = changes.to_string();
+    assert!(
+        text.contains("delegate del 1")
+            && text.contains("--reset")
+            && text.contains("vnet restrict lim"),
+        "{text}"
+    );
+    assert_eq!(root.json(&["delegate", "show"]), serde_json::json!([]));
+    assert_eq!(
+        root.json(&["vnet", "show", "lim"])["quota"]["sockets"]["limit"],
+        Value::Null
+    );
+    // Files of users may not carry root's sections.
+    let alice = User {
+        d: &root,
+        uid: ALICE,
+    };
+    let mine = shared(&root).join("mine.toml");
+    std::fs::write(&mine, "[[delegate]]\nuser = 1\nuplink = \"up\"\n").unwrap();
+    alice.refused(
+        &["apply", mine.to_str().unwrap()],
+        "quotas and delegations are root's to set",
+    );
+
+    // A user's own vnetd built from a file with an uplink.
+    root.ctl_ok(&[
+        "delegate",
+        &ALICE.to_string(),
+        "uplink",
+        "up",
+        "--addr",
+        "10.9.0.16/28",
+    ]);
+    let user_file = format!(
+        r#"
+[vnet.home.link.up0]
+type = "uplink"
+switch = "up"
+server = "{}"
+up = true
+addr = ["10.9.0.17/24"]
+"#,
+        root.sock.display()
+    );
+    let mine = UserVnetd::start_with(ALICE, "topo", Some(&user_file));
+    let links: Value = serde_json::from_str(&ok(
+        ctl_at(&mine.sock, ALICE, &["-j", "-n", "home", "link", "show"]),
+        "link show",
+    ))
+    .unwrap();
+    let up0 = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "up0")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(up0["kind"], "uplink", "{links}");
+    assert_eq!(up0["running"], true, "{links}");
+    assert!(
+        root.json(&["switch", "show", "up"])
+            .to_string()
+            .contains(&format!("uid {ALICE}")),
+        "root's switch has her port"
+    );
+    let dump: Value =
+        serde_json::from_str(&ok(ctl_at(&mine.sock, ALICE, &["-j", "dump"]), "dump")).unwrap();
+    let dump = dump["toml"].as_str().unwrap().to_string();
+    assert!(dump.contains("type = \"uplink\""), "{dump}");
+    let f = mine.dir.join("again.toml");
+    std::fs::write(&f, &dump).unwrap();
+    std::os::unix::fs::chown(&f, Some(ALICE), Some(ALICE)).unwrap();
+    let changes: Value = serde_json::from_str(&ok(
+        ctl_at(&mine.sock, ALICE, &["-j", "apply", f.to_str().unwrap()]),
+        "apply the dump",
+    ))
+    .unwrap();
+    assert_eq!(changes, serde_json::json!([]), "{dump}");
 }

@@ -164,14 +164,7 @@ use vnet::vnet::limits::parse_size;
 
 /// A user name or number, as the system knows it.
 fn parse_user(t: &str) -> Result<u32, String> {
-    if let Ok(n) = t.parse::<u32>() {
-        return Ok(n);
-    }
-    match nix::unistd::User::from_name(t) {
-        Ok(Some(u)) => Ok(u.uid.as_raw()),
-        Ok(None) => Err(format!("no user named {t:?}")),
-        Err(e) => Err(format!("looking up user {t:?}: {e}")),
-    }
+    vnet::ctl::tenancy::resolve_user(t)
 }
 
 #[derive(Subcommand, Debug)]

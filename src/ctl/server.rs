@@ -840,7 +840,13 @@ impl Server {
                 "this request is not served here",
             )),
             Op::Dump => {
-                let t = topology::dump(&self.reg, &self.switches, uid, self.is_admin(uid));
+                let t = topology::dump(
+                    &self.reg,
+                    &self.switches,
+                    &self.delegations,
+                    uid,
+                    self.is_admin(uid),
+                );
                 let text = toml::to_string_pretty(&t)
                     .map_err(|e| err(ErrorKind::Invalid, e.to_string()))?;
                 Ok(json!({ "toml": text }))
@@ -857,8 +863,15 @@ impl Server {
     pub fn apply(&self, text: &str, uid: u32) -> Result<Vec<String>, ErrorBody> {
         let want = topology::parse(text).map_err(|e| err(ErrorKind::BadRequest, e))?;
         let mut done = Vec::new();
-        let plan = topology::plan(&self.reg, &self.switches, &want, uid, self.is_admin(uid))
-            .map_err(|e| err(ErrorKind::Invalid, e))?;
+        let plan = topology::plan(
+            &self.reg,
+            &self.switches,
+            &self.delegations,
+            &want,
+            uid,
+            self.is_admin(uid),
+        )
+        .map_err(|e| err(ErrorKind::Invalid, e))?;
         for op in plan {
             let line = topology::describe(&op);
             let removal = matches!(op, Op::RouteDel { .. } | Op::AddrDel { .. });

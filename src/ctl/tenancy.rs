@@ -107,6 +107,55 @@ impl Delegations {
     }
 }
 
+/// A user's uid from a name (through NSS, as `getpwnam_r`) or a number.
+///
+/// # Errors
+/// No such user, or the lookup failing.
+pub fn resolve_user(t: &str) -> Result<u32, String> {
+    if let Ok(n) = t.parse::<u32>() {
+        return Ok(n);
+    }
+    match nix::unistd::User::from_name(t) {
+        Ok(Some(u)) => Ok(u.uid.as_raw()),
+        Ok(None) => Err(format!("no user named {t:?}")),
+        Err(e) => Err(format!("looking up user {t:?}: {e}")),
+    }
+}
+
+/// A restriction in canonical form (prefixes as the stack prints them,
+/// link kinds sorted), `None` when it says nothing: how files and dumps
+/// compare.
+pub fn canonical(r: &Restriction) -> Option<Restriction> {
+    let mut c = r.clone();
+    if let Some(a) = &mut c.addrs {
+        *a = a
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(|s| parse_prefix(s).map_or_else(|| s.trim().to_string(), |p| p.to_string()))
+            .collect();
+    }
+    if let Some(l) = &mut c.links {
+        l.sort();
+        l.dedup();
+    }
+    (c != Restriction::default()).then_some(c)
+}
+
+/// What a vnet's own limits and restrictions are, in protocol form.
+pub fn restriction_of(v: &Vnet) -> Option<Restriction> {
+    let l = v.account().limits();
+    let r = v.restrict();
+    canonical(&Restriction {
+        vnets: l.vnets,
+        interfaces: l.ifaces,
+        sockets: l.sockets,
+        mem: l.mem,
+        addrs: r.addrs.map(|a| a.iter().map(ToString::to_string).collect()),
+        links: r.links,
+        no_forward: r.no_forward,
+    })
+}
+
 /// Limits and restrictions from their protocol form.
 pub(super) fn restriction(r: &Restriction) -> Result<(Limits, Restrict), ErrorBody> {
     let limits = Limits {
@@ -780,7 +829,7 @@ impl Server {
             name,
             fd,
             mac,
-            (switch, ifnet::Keep(Arc::new(conn))),
+            (switch, path, ifnet::Keep(Arc::new(conn))),
             self.host_io(),
         )
         .map_err(|e| if_err(vnet, e))?;

@@ -35,6 +35,27 @@
 //! [vnet.blue.fw]                           # blue's firewall
 //! policy = { in = "drop" }                 # hooks in, out, fwd; allow when absent
 //! rules = ["100 allow in state established,related", "200 allow in proto tcp to any port 80"]
+//!
+//! [vnet.green.restrict]                    # limits on green and all under it
+//! sockets = 1000                           # also vnets, interfaces, mem (bytes)
+//! addrs = ["10.0.0.0/24"]                  # addresses it may use
+//! links = ["epair", "port"]                # kinds of links it may make
+//! no_forward = true
+//!
+//! [vnet.home.link.up0]                     # an uplink through another vnetd
+//! type = "uplink"                          # (a port root delegated)
+//! switch = "uplink"
+//! server = "/run/vnetd.sock"               # the default
+//!
+//! [quota.alice]                            # root's files: a user's quota
+//! sockets = 4096
+//! mem = 1073741824
+//!
+//! [[delegate]]                             # root's files: an uplink for a user
+//! user = "alice"                           # or a uid
+//! uplink = "br0"                           # a switch, or a host interface
+//! addr = ["10.0.0.16/28"]
+//! rate = 20000                             # frames/s each way (optional)
 //! ```
 //!
 //! [`plan`] compares a file with the running state and lists the requests
@@ -49,7 +70,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::l2::{Switches, mac_text, parse_mac, parse_prefix};
-use super::proto::Op;
+use super::proto::{Op, Restriction};
+use super::tenancy::{self, Delegations, Uplink};
 use crate::ifnet;
 use crate::stack::firewall::{self, Action, Hook};
 use crate::stack::route::RouteKind;
@@ -67,6 +89,50 @@ pub struct Topology {
     /// The switches, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub switch: BTreeMap<String, SwitchSpec>,
+    /// Users' quotas, by name or uid (root's files; the limits only).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub quota: BTreeMap<String, Restriction>,
+    /// Uplinks delegated to users (root's files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delegate: Vec<DelegateSpec>,
+}
+
+/// A user, by name or uid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum UserRef {
+    /// A uid.
+    Uid(u32),
+    /// A name, looked up when the file is applied.
+    Name(String),
+}
+
+impl UserRef {
+    fn uid(&self) -> Result<u32, String> {
+        match self {
+            UserRef::Uid(u) => Ok(*u),
+            UserRef::Name(n) => tenancy::resolve_user(n),
+        }
+    }
+}
+
+/// One delegation, as `vnetctl delegate USER uplink TARGET` makes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelegateSpec {
+    /// The user.
+    pub user: UserRef,
+    /// A switch, or a host interface.
+    pub uplink: String,
+    /// The prefixes the user's stacks may use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addr: Vec<String>,
+    /// Frames per second each way, per port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u64>,
+    /// The burst, in frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
 }
 
 /// One switch.
@@ -112,6 +178,9 @@ pub struct VnetSpec {
     /// The firewall.
     #[serde(default, skip_serializing_if = "FwSpec::is_empty")]
     pub fw: FwSpec,
+    /// Limits and restrictions on it and everything under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restrict: Option<Restriction>,
 }
 
 /// A vnet's firewall: its rules (in the text form `vnetctl fw add` takes)
@@ -218,9 +287,13 @@ pub struct LinkSpec {
     /// For a TAP: the host-side name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    /// For a port: its switch.
+    /// For a port or an uplink: its switch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switch: Option<String>,
+    /// For an uplink: the other vnetd's control socket (default
+    /// `/run/vnetd.sock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
     /// MTU (default 1500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<usize>,
@@ -380,7 +453,28 @@ pub struct RouteSpec {
 /// inconsistent in it (naming the vnet, link and field).
 pub fn parse(text: &str) -> Result<Topology, String> {
     let t: Topology = toml::from_str(text).map_err(|e| e.to_string())?;
+    for (u, q) in &t.quota {
+        if q.addrs.is_some() || q.links.is_some() || q.no_forward {
+            return Err(format!(
+                "quota {u:?}: a user's quota has vnets, interfaces, sockets and mem only"
+            ));
+        }
+    }
+    for (i, d) in t.delegate.iter().enumerate() {
+        if t.delegate[..i]
+            .iter()
+            .any(|e| e.user == d.user && e.uplink == d.uplink)
+        {
+            return Err(format!(
+                "delegate: {:?} is given {:?} twice",
+                d.user, d.uplink
+            ));
+        }
+    }
     for (vn, v) in &t.vnet {
+        if let Some(r) = &v.restrict {
+            tenancy::restriction(r).map_err(|e| format!("vnet {vn:?} restrict: {}", e.message))?;
+        }
         v.fw.numbered()
             .and_then(|_| v.fw.policies())
             .map_err(|e| format!("vnet {vn:?}: {e}"))?;
@@ -422,9 +516,15 @@ pub fn parse(text: &str) -> Result<Topology, String> {
                     }
                     Some(_) => {}
                 },
+                Some("uplink") if l.switch.is_none() => {
+                    return Err(format!(
+                        "{at}: an uplink needs switch = \"NAME\" (a switch of the other vnetd)"
+                    ));
+                }
+                Some("uplink") => {}
                 Some(k) => {
                     return Err(format!(
-                        "{at}: type {k:?} is not one of \"epair\", \"tap\", \"af_packet\", \"port\""
+                        "{at}: type {k:?} is not one of \"epair\", \"tap\", \"af_packet\", \"port\", \"uplink\""
                     ));
                 }
             }
@@ -474,6 +574,7 @@ enum Shape {
     Tap(String),
     AfPacket(String),
     Port(String),
+    Uplink(String, String),
     Unknown,
 }
 
@@ -485,6 +586,12 @@ fn desired_shape(t: &Topology, vnet: &str, name: &str, l: &LinkSpec) -> Shape {
         (Some("port"), _, _) if l.switch.is_some() => {
             Shape::Port(l.switch.clone().unwrap_or_default())
         }
+        (Some("uplink"), _, _) if l.switch.is_some() => Shape::Uplink(
+            l.switch.clone().unwrap_or_default(),
+            l.server
+                .clone()
+                .unwrap_or_else(|| tenancy::DEFAULT_ROOT_SOCKET.to_string()),
+        ),
         _ => t
             .vnet
             .iter()
@@ -507,16 +614,70 @@ fn desired_shape(t: &Topology, vnet: &str, name: &str, l: &LinkSpec) -> Shape {
 /// The running state of the vnets `uid` owns (an administrator: also `vnet0`),
 /// in the file's shape. An epair end whose other end is gone (or outside
 /// those vnets) is left out: it carries nothing.
-pub fn dump(reg: &Registry, switches: &Switches, uid: u32, admin: bool) -> Topology {
+pub fn dump(
+    reg: &Registry,
+    switches: &Switches,
+    delegations: &Delegations,
+    uid: u32,
+    admin: bool,
+) -> Topology {
     let mut t = state(reg, uid, admin);
     t.switch = switch_state(switches, uid, admin)
         .into_iter()
         .map(|(n, (spec, _))| (n, spec))
         .collect();
+    if admin {
+        t.quota = quota_state(reg);
+        t.delegate = delegate_state(delegations)
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect();
+    }
     for v in t.vnet.values_mut() {
         v.link.retain(|_, l| l.kind.as_deref() != Some(DEAD));
     }
     t
+}
+
+/// The users' quotas root set, by uid.
+fn quota_state(reg: &Registry) -> BTreeMap<String, Restriction> {
+    reg.user_limits()
+        .into_iter()
+        .map(|(u, l)| {
+            (
+                u.to_string(),
+                Restriction {
+                    vnets: l.vnets,
+                    interfaces: l.ifaces,
+                    sockets: l.sockets,
+                    mem: l.mem,
+                    ..Restriction::default()
+                },
+            )
+        })
+        .collect()
+}
+
+/// The delegations, with their numbers, in the file's shape.
+fn delegate_state(delegations: &Delegations) -> Vec<(u64, DelegateSpec)> {
+    delegations
+        .all()
+        .into_iter()
+        .map(|d| {
+            (
+                d.id,
+                DelegateSpec {
+                    user: UserRef::Uid(d.uid),
+                    uplink: match d.target {
+                        Uplink::Switch(s) | Uplink::Host(s) => s,
+                    },
+                    addr: d.addrs.iter().map(ToString::to_string).collect(),
+                    rate: d.rate.map(|(r, _)| r),
+                    burst: d.rate.map(|(_, b)| b),
+                },
+            )
+        })
+        .collect()
 }
 
 /// Marks an epair end whose other end is gone.
@@ -554,6 +715,7 @@ fn state(reg: &Registry, uid: u32, admin: bool) -> Topology {
                 .parent()
                 .filter(|p| *p != VnetId::VNET0)
                 .and_then(|p| names.get(&p).cloned()),
+            restrict: tenancy::restriction_of(v),
             ..VnetSpec::default()
         };
         for (k, val) in v.enter(sysctl::all).unwrap_or_default() {
@@ -618,6 +780,14 @@ fn state(reg: &Registry, uid: u32, admin: bool) -> Topology {
                 "port" => {
                     ls.kind = Some("port".into());
                     ls.switch = l.host.clone();
+                }
+                "uplink" => {
+                    ls.kind = Some("uplink".into());
+                    ls.switch = l.host.clone();
+                    ls.server = l
+                        .server
+                        .clone()
+                        .filter(|s| s != tenancy::DEFAULT_ROOT_SOCKET);
                 }
                 _ => {
                     let pair = ends.get(&l.link_id).cloned().unwrap_or_default();
@@ -785,11 +955,13 @@ fn plan_switches(
 pub fn plan(
     reg: &Registry,
     switches: &Switches,
+    delegations: &Delegations,
     want: &Topology,
     uid: u32,
     admin: bool,
 ) -> Result<Vec<Op>, String> {
     let (switch_first, switch_last) = plan_switches(switches, want, uid, admin)?;
+    let (deleg_add, deleg_del, quotas) = plan_tenancy(reg, delegations, want, admin)?;
     let have = state(reg, uid, admin);
     let empty = VnetSpec::default();
     let parent_of = |s: &VnetSpec| s.parent.clone().unwrap_or_else(|| "vnet0".into());
@@ -820,7 +992,7 @@ pub fn plan(
                 ops.push(Op::VnetAdd {
                     name: (*n).clone(),
                     parent: want.vnet[*n].parent.clone(),
-                    restrict: None,
+                    restrict: want.vnet[*n].restrict.as_ref().and_then(tenancy::canonical),
                 });
                 made.insert((*n).clone());
                 false
@@ -926,6 +1098,12 @@ pub fn plan(
                         vnet: vn.clone(),
                         name: ln.clone(),
                         switch: sw,
+                    }),
+                    Shape::Uplink(sw, server) => links.push(Op::LinkAddUplink {
+                        vnet: vn.clone(),
+                        name: ln.clone(),
+                        switch: sw,
+                        server: Some(server),
                     }),
                     Shape::Unknown => {}
                 }
@@ -1120,10 +1298,49 @@ pub fn plan(
             }
         }
     }
+    // Limits and restrictions of vnets that exist: what the file has,
+    // and lifted what it no longer says.
+    let mut restricts = Vec::new();
+    for (vn, wv) in &want.vnet {
+        let Some(hv) = have.vnet.get(vn) else {
+            continue;
+        };
+        let w = wv.restrict.as_ref().and_then(tenancy::canonical);
+        if w == hv.restrict || vn == "vnet0" {
+            continue;
+        }
+        let (h, w) = (
+            hv.restrict.clone().unwrap_or_default(),
+            w.unwrap_or_default(),
+        );
+        let mut lift = Vec::new();
+        for (name, had, wants) in [
+            ("vnets", h.vnets.is_some(), w.vnets.is_some()),
+            ("interfaces", h.interfaces.is_some(), w.interfaces.is_some()),
+            ("sockets", h.sockets.is_some(), w.sockets.is_some()),
+            ("mem", h.mem.is_some(), w.mem.is_some()),
+            ("addrs", h.addrs.is_some(), w.addrs.is_some()),
+            ("links", h.links.is_some(), w.links.is_some()),
+            ("forward", h.no_forward, w.no_forward),
+        ] {
+            if had && !wants {
+                lift.push(name.to_string());
+            }
+        }
+        restricts.push(Op::VnetRestrict {
+            name: vn.clone(),
+            restrict: w,
+            lift,
+        });
+    }
     // Switches before the links on them; removed ones once their links
-    // are gone.
+    // are gone. Delegations go before their switch, come after it.
+    ops.extend(deleg_del);
     ops.extend(switch_last);
     ops.extend(switch_first);
+    ops.extend(deleg_add);
+    ops.extend(quotas);
+    ops.extend(restricts);
     ops.extend(filters_del);
     ops.extend(links);
     ops.extend(settings);
@@ -1133,6 +1350,95 @@ pub fn plan(
     ops.extend(dns);
     ops.extend(fw);
     Ok(ops)
+}
+
+/// Delegations to make, delegations to take back, quotas to set.
+type TenancyPlan = (Vec<Op>, Vec<Op>, Vec<Op>);
+
+/// The requests for root's users: delegations to take back and to make,
+/// and quotas to set (those the file leaves out go back to the default).
+///
+/// # Errors
+/// A user that does not exist, or quotas and delegations in a file that
+/// is not root's.
+fn plan_tenancy(
+    reg: &Registry,
+    delegations: &Delegations,
+    want: &Topology,
+    admin: bool,
+) -> Result<TenancyPlan, String> {
+    if !admin {
+        if !want.quota.is_empty() || !want.delegate.is_empty() {
+            return Err(
+                "quotas and delegations are root's to set: leave [quota] and [[delegate]] out of this file"
+                    .into(),
+            );
+        }
+        return Ok(Default::default());
+    }
+    let canon = |uid: u32, d: &DelegateSpec| DelegateSpec {
+        user: UserRef::Uid(uid),
+        uplink: d.uplink.clone(),
+        addr: d
+            .addr
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(|s| parse_prefix(s).map_or_else(|| s.trim().to_string(), |p| p.to_string()))
+            .collect(),
+        rate: d.rate,
+        burst: d.rate.map(|r| {
+            d.burst
+                .unwrap_or_else(|| crate::ifnet::rate::RateLimit::default_burst(r))
+        }),
+    };
+    let mut wanted = Vec::new();
+    for d in &want.delegate {
+        let uid = d.user.uid().map_err(|e| format!("delegate: {e}"))?;
+        wanted.push(canon(uid, d));
+    }
+    let have = delegate_state(delegations);
+    let (mut add, mut del) = (Vec::new(), Vec::new());
+    for (id, h) in &have {
+        if !wanted.contains(h) {
+            del.push(Op::DelegateDel { id: *id });
+        }
+    }
+    for w in &wanted {
+        if !have.iter().any(|(_, h)| h == w) {
+            let UserRef::Uid(user) = w.user else { continue };
+            add.push(Op::DelegateAdd {
+                user,
+                target: w.uplink.clone(),
+                addrs: w.addr.clone(),
+                rate: w.rate,
+                burst: w.burst,
+            });
+        }
+    }
+    let mut quotas = Vec::new();
+    let have_q = quota_state(reg);
+    let mut want_q = BTreeMap::new();
+    for (u, q) in &want.quota {
+        let uid = tenancy::resolve_user(u).map_err(|e| format!("quota: {e}"))?;
+        want_q.insert(uid.to_string(), q.clone());
+    }
+    for (u, q) in &want_q {
+        if have_q.get(u) != Some(q) {
+            quotas.push(Op::QuotaSet {
+                user: u.parse().ok(),
+                limits: q.clone(),
+                reset: false,
+            });
+        }
+    }
+    for u in have_q.keys().filter(|u| !want_q.contains_key(*u)) {
+        quotas.push(Op::QuotaSet {
+            user: u.parse().ok(),
+            limits: Restriction::default(),
+            reset: true,
+        });
+    }
+    Ok((add, del, quotas))
 }
 
 /// What makes two routes the same: the prefix, and the gateway, or the
@@ -1241,6 +1547,17 @@ pub fn describe(op: &Op) -> String {
             format!("-n {vnet} link add {name} type port switch {switch}")
         }
         Op::SysctlSet { vnet, key, value } => format!("-n {vnet} sysctl set {key}={value}"),
+        Op::VnetRestrict { name, .. } => format!("vnet restrict {name}"),
+        Op::QuotaSet { user, reset, .. } => match (user, reset) {
+            (Some(u), true) => format!("quota set {u} --reset"),
+            (Some(u), false) => format!("quota set {u}"),
+            (None, _) => "quota set --default".into(),
+        },
+        Op::DelegateAdd { user, target, .. } => format!("delegate {user} uplink {target}"),
+        Op::DelegateDel { id } => format!("delegate del {id}"),
+        Op::LinkAddUplink {
+            vnet, name, switch, ..
+        } => format!("-n {vnet} link add {name} type uplink switch {switch}"),
         Op::FwAdd { vnet, rule } => format!("-n {vnet} fw add {rule}"),
         Op::FwDel { vnet, number } => format!("-n {vnet} fw del {number}"),
         Op::FwPolicy { vnet, hook, action } => format!("-n {vnet} fw policy {hook} {action}"),

@@ -94,6 +94,8 @@ pub enum Link {
         dev: Arc<tap::TapHandle>,
         /// The other vnetd's switch.
         switch: String,
+        /// The other vnetd's control socket.
+        server: String,
         /// What keeps the port open on the other side (its control
         /// connection), closed with the interface.
         keep: Keep,
@@ -270,8 +272,11 @@ pub struct IfInfo {
     pub running: bool,
     /// `"loopback"`, `"epair"`, `"tap"`, `"af_packet"` or `"port"`.
     pub kind: &'static str,
-    /// The host interface of a TAP link, or the switch of a port.
+    /// The host interface of a TAP link, or the switch of a port or of an
+    /// uplink.
     pub host: Option<String>,
+    /// The other vnetd's control socket, for an uplink.
+    pub server: Option<String>,
     /// The same for both ends of one epair (and for no other interface):
     /// how a listing pairs them up.
     pub link_id: usize,
@@ -533,6 +538,10 @@ fn info(i: &Ifnet) -> IfInfo {
             Link::Uplink { switch, .. } => Some(switch.clone()),
             _ => None,
         },
+        server: match &i.link {
+            Link::Uplink { server, .. } => Some(server.clone()),
+            _ => None,
+        },
         link_id: match &i.link {
             Link::Epair { tx, rx } => (Arc::as_ptr(tx) as usize).min(Arc::as_ptr(rx) as usize),
             Link::Tap { tx, .. }
@@ -680,8 +689,9 @@ pub fn host_port(
 
 /// Creates interface `name` in vnet `v` as an uplink: `sock` is this end
 /// of a `SOCK_SEQPACKET` pair that another vnetd made a port of its switch
-/// `switch`, and `mac` the address it assigned the port (its policy
-/// filter lets only that one out). `keep` (the connection that asked for
+/// `switch` (its control socket is `server`), and `mac` the address it
+/// assigned the port (its policy filter lets only that one out). `keep`
+/// (the connection that asked for
 /// the port) is held for the interface's life: the other side unplugs
 /// the port when it closes.
 ///
@@ -692,7 +702,7 @@ pub fn uplink(
     name: &str,
     sock: std::os::fd::OwnedFd,
     mac: [u8; 6],
-    (switch, keep): (&str, Keep),
+    (switch, server, keep): (&str, &str, Keep),
     io: HostIo,
 ) -> Result<(), IfError> {
     v.enter(|| vnet::with::<IfnetTable, _>(|t| t.check_new_name(name)))??;
@@ -711,6 +721,7 @@ pub fn uplink(
         rx,
         dev: Arc::new(dev),
         switch: switch.to_string(),
+        server: server.to_string(),
         keep,
     };
     v.enter(|| {

@@ -628,6 +628,14 @@ impl Registry {
         l
     }
 
+    /// The users whose limits root set (not the default), in uid order.
+    pub fn user_limits(&self) -> Vec<(u32, Limits)> {
+        let u = self.lock_users();
+        let mut v: Vec<(u32, Limits)> = u.set.iter().map(|(k, l)| (*k, *l)).collect();
+        v.sort_by_key(|(k, _)| *k);
+        v
+    }
+
     /// The users with an account, in uid order.
     pub fn users(&self) -> Vec<Arc<Account>> {
         let u = self.lock_users();
