@@ -326,6 +326,16 @@ fn a_child_inherits_restrictions_and_quotas_and_can_only_narrow_them() {
         ],
         "links of type port are not allowed in vnet \"pa\"",
     );
+    // Nor may a port move in from a vnet where it was allowed.
+    alice.ok(&["vnet", "add", "free"]);
+    alice.ok(&[
+        "-n", "free", "link", "add", "p1", "type", "port", "switch", "own",
+    ]);
+    alice.refused(
+        &["-n", "free", "link", "set", "p1", "vnet", "c"],
+        "links of type port are not allowed in vnet \"pa\"",
+    );
+    alice.ok(&["vnet", "del", "free"]);
     // Alice narrows the child further: it holds (and the parent too).
     alice.ok(&["vnet", "restrict", "c", "--allow-addr", "10.5.0.0/28"]);
     alice.refused(

@@ -457,6 +457,16 @@ impl Server {
                 // nothing and the settings land where the interface ends up.
                 if let Some(t) = to_vnet {
                     let to = self.owned(uid, &t)?;
+                    // The target's restrictions hold for what moves in.
+                    let kind = v
+                        .enter(ifnet::list)
+                        .map_err(|e| if_err(&vnet, e))?
+                        .into_iter()
+                        .find(|l| l.name == name)
+                        .map(|l| l.kind);
+                    if let Some(k) = kind.filter(|k| *k != "loopback") {
+                        Self::restricted(&t, self.reg.check_link(&to, k))?;
+                    }
                     ifnet::vmove(&v, &name, &to).map_err(|e| if_err(&vnet, e))?;
                     self.rt().kick(&v);
                     v = to;

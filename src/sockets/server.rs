@@ -417,7 +417,14 @@ pub fn listen(path: &Path) -> std::io::Result<OwnedFd> {
     }
     // SAFETY: `fd` was just created and is owned here only.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let (sa, len) = wire::unix_addr(path.as_os_str().as_bytes())?;
+    // Bound and listening under a temporary name, then renamed: a client
+    // that sees the path can connect (no window between bind and listen
+    // in which it would be refused).
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = std::path::PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let (sa, len) = wire::unix_addr(tmp.as_os_str().as_bytes())?;
     // SAFETY: `sa` is valid for `len` bytes; `fd` is open.
     let rc = unsafe {
         libc::bind(
@@ -429,10 +436,17 @@ pub fn listen(path: &Path) -> std::io::Result<OwnedFd> {
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
-    // SAFETY: listen(2) on the socket owned here.
-    if unsafe { libc::listen(fd.as_raw_fd(), 1024) } != 0 {
-        return Err(std::io::Error::last_os_error());
+    let ready = std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .and_then(|()| {
+            // SAFETY: listen(2) on the socket owned here.
+            if unsafe { libc::listen(fd.as_raw_fd(), 1024) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            std::fs::rename(&tmp, path)
+        });
+    if let Err(e) = ready {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
     Ok(fd)
 }
