@@ -1249,3 +1249,126 @@ addr = ["10.9.0.17/24"]
     .unwrap();
     assert_eq!(changes, serde_json::json!([]), "{dump}");
 }
+
+#[test]
+fn bad_tenancy_requests_are_refused_and_change_nothing() {
+    if !can_run() {
+        return;
+    }
+    let mut d = Vnetd::start("ten-bad", "");
+    d.ctl_ok(&["switch", "add", "up"]);
+    let alice = User { d: &d, uid: ALICE };
+    let refused_root = |args: &[&str], why: &str| {
+        refused(
+            d.ctl().args(args).output().unwrap(),
+            &format!("{args:?}"),
+            why,
+        );
+    };
+    refused_root(
+        &["vnet", "add", "x", "--allow-addr", "10.0.0.0/99"],
+        "is not an address or prefix",
+    );
+    refused_root(
+        &["vnet", "add", "x", "--links", "epair,wormhole"],
+        "link type \"wormhole\" is unknown",
+    );
+    refused_root(&["vnet", "add", "x", "--max-mem", "12Q"], "use a number");
+    refused_root(
+        &["delegate", "64101", "uplink", "nosuch"],
+        "is neither a switch nor a host interface",
+    );
+    refused_root(
+        &["delegate", "64101", "uplink", "up"],
+        "needs the addresses it may use",
+    );
+    refused_root(
+        &[
+            "delegate",
+            "64101",
+            "uplink",
+            "up",
+            "--addr",
+            "10.1.0.0/28",
+            "--rate",
+            "0",
+        ],
+        "passes nothing",
+    );
+    refused_root(
+        &["delegate", "nosuchuser-xyz", "uplink", "up"],
+        "no user named",
+    );
+    refused_root(&["delegate", "del", "7"], "no such delegation");
+    refused_root(
+        &["vnet", "restrict", "nosuch", "--max-sockets", "1"],
+        "no such vnet",
+    );
+    refused_root(
+        &[
+            "-n",
+            "vnet0",
+            "link",
+            "add",
+            "u0",
+            "type",
+            "uplink",
+            "switch",
+            "up",
+            "server",
+            "/nonexistent/vnetd.sock",
+        ],
+        "uplink to /nonexistent/vnetd.sock",
+    );
+    assert_eq!(names(&d.json(&["vnet", "list"])), ["vnet0"]);
+    assert_eq!(d.json(&["delegate", "show"]), serde_json::json!([]));
+    // Users may not delegate, set quotas, or make this vnetd connect out.
+    alice.refused(
+        &["delegate", "64101", "uplink", "up", "--addr", "10.1.0.0/28"],
+        "delegating an uplink is root's to do",
+    );
+    alice.refused(
+        &["quota", "set", "--default", "--vnets", "1000"],
+        "setting quotas is root's to do",
+    );
+    alice.ok(&["vnet", "add", "mine"]);
+    alice.refused(
+        &[
+            "-n",
+            "mine",
+            "link",
+            "add",
+            "u0",
+            "type",
+            "uplink",
+            "switch",
+            "up",
+            "server",
+            "/run/x.sock",
+        ],
+        "an uplink connects to another vnetd as this one's user",
+    );
+    // A raw uplink_open from a user with no delegation: refused, no port.
+    let o = as_user(ALICE, "/usr/bin/python3")
+        .args([
+            "-c",
+            r#"
+import json, socket, struct, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+b = json.dumps({"v": 1, "id": 5, "op": "uplink_open", "args": {"switch": "up"}}).encode()
+s.sendall(struct.pack(">I", len(b)) + b)
+n = struct.unpack(">I", s.recv(4, socket.MSG_WAITALL))[0]
+print(json.loads(s.recv(n, socket.MSG_WAITALL))["error"]["message"])
+"#,
+        ])
+        .arg(&d.sock)
+        .output()
+        .unwrap();
+    assert!(
+        ok(o, "raw uplink_open")
+            .contains("may plug only into its own switches or one delegated to it"),
+    );
+    let sw = d.json(&["switch", "show", "up"]);
+    assert_eq!(sw[0]["ports"], serde_json::json!([]), "{sw}");
+    assert!(d.alive(), "vnetd keeps running");
+}
