@@ -108,6 +108,32 @@ impl User<'_> {
             why,
         );
     }
+    /// Two new vnets (each under its parent, if given) joined by an epair
+    /// `e0`, up, numbered NET.1/24 and NET.2/24.
+    fn pair(&self, a: (&str, Option<&str>), b: (&str, Option<&str>), net: &str) {
+        for (v, parent) in [a, b] {
+            match parent {
+                Some(p) => self.ok(&["vnet", "add", v, "--parent", p]),
+                None => self.ok(&["vnet", "add", v]),
+            };
+        }
+        self.ok(&[
+            "-n", a.0, "link", "add", "e0", "type", "epair", "peer", "e0", "vnet", b.0,
+        ]);
+        for (v, host) in [(a.0, 1), (b.0, 2)] {
+            self.ok(&["-n", v, "link", "set", "e0", "up"]);
+            self.ok(&[
+                "-n",
+                v,
+                "addr",
+                "add",
+                &format!("{net}.{host}/24"),
+                "dev",
+                "e0",
+            ]);
+        }
+    }
+
     /// `vnetctl exec VNET -- python3 -c CODE ARGS` as this user.
     fn python(&self, vnet: &str, code: &str, args: &[&str]) -> Command {
         let mut c = as_user(self.uid, env!("CARGO_BIN_EXE_vnetctl"));
@@ -165,15 +191,7 @@ fn users_see_and_change_only_their_own_vnets_and_root_sees_all() {
     let bob = User { d: &d, uid: BOB };
     // Alice: a vnet and a child of it, joined by an epair; her programs
     // work in them and traffic flows between them.
-    alice.ok(&["vnet", "add", "a1"]);
-    alice.ok(&["vnet", "add", "a2", "--parent", "a1"]);
-    alice.ok(&[
-        "-n", "a1", "link", "add", "e0", "type", "epair", "peer", "e0", "vnet", "a2",
-    ]);
-    for (v, a) in [("a1", "10.40.0.1/24"), ("a2", "10.40.0.2/24")] {
-        alice.ok(&["-n", v, "link", "set", "e0", "up"]);
-        alice.ok(&["-n", v, "addr", "add", a, "dev", "e0"]);
-    }
+    alice.pair(("a1", None), ("a2", Some("a1")), "10.40.0");
     // (A program of hers in a2 answers one in a1; ping would not do: it
     // has file capabilities, so the loader ignores LD_PRELOAD for a user.)
     let ready = shared(&d).join("echo");
@@ -1013,15 +1031,7 @@ fn one_user_exhausting_quotas_does_not_slow_another() {
     let alice = User { d: &d, uid: ALICE };
     let bob = User { d: &d, uid: BOB };
     // Bob: two vnets on an epair, for a transfer.
-    bob.ok(&["vnet", "add", "b1"]);
-    bob.ok(&["vnet", "add", "b2"]);
-    bob.ok(&[
-        "-n", "b1", "link", "add", "e0", "type", "epair", "peer", "e0", "vnet", "b2",
-    ]);
-    for (v, a) in [("b1", "10.42.0.1/24"), ("b2", "10.42.0.2/24")] {
-        bob.ok(&["-n", v, "link", "set", "e0", "up"]);
-        bob.ok(&["-n", v, "addr", "add", a, "dev", "e0"]);
-    }
+    bob.pair(("b1", None), ("b2", None), "10.42.0");
     // Alice: a vnet with a peer to connect to, and small quotas.
     d.ctl_ok(&[
         "quota",
@@ -1032,15 +1042,7 @@ fn one_user_exhausting_quotas_does_not_slow_another() {
         "--mem",
         "8M",
     ]);
-    alice.ok(&["vnet", "add", "a1"]);
-    alice.ok(&["vnet", "add", "a2"]);
-    alice.ok(&[
-        "-n", "a1", "link", "add", "e0", "type", "epair", "peer", "e0", "vnet", "a2",
-    ]);
-    for (v, a) in [("a1", "10.41.0.1/24"), ("a2", "10.41.0.2/24")] {
-        alice.ok(&["-n", v, "link", "set", "e0", "up"]);
-        alice.ok(&["-n", v, "addr", "add", a, "dev", "e0"]);
-    }
+    alice.pair(("a1", None), ("a2", None), "10.41.0");
     // Bob's transfer crosses his epair: b1 sends, b2 receives.
     let rate = |label: &str| -> f64 {
         let ready = shared(&d).join(format!("recv-{}", label.len()));

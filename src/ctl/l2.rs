@@ -149,16 +149,6 @@ impl Server {
         let place = self.place(uid, at)?;
         let wire = Self::filter_wire(&place, dir)?;
         let bad = |e: String| err(ErrorKind::Invalid, e);
-        let cidrs = |v: &[String], what: &str| -> Result<Vec<smoltcp::wire::IpCidr>, ErrorBody> {
-            v.iter()
-                .flat_map(|s| s.split(','))
-                .map(|s| {
-                    parse_prefix(s).ok_or_else(|| {
-                        bad(format!("{what} {:?} is not an address or prefix", s.trim()))
-                    })
-                })
-                .collect()
-        };
         let mut checks = Vec::new();
         let macs: Vec<smoltcp::wire::EthernetAddress> = allow_mac
             .iter()
@@ -177,11 +167,11 @@ impl Server {
         if !macs.is_empty() {
             checks.push(Check::allow_mac(&macs).map_err(to_err)?);
         }
-        let src = cidrs(allow_src, "allow-src")?;
+        let src = parse_prefixes(allow_src, "allow-src")?;
         if !src.is_empty() {
             checks.push(Check::allow_src(&src).map_err(to_err)?);
         }
-        let dst = cidrs(allow_dst, "allow-dst")?;
+        let dst = parse_prefixes(allow_dst, "allow-dst")?;
         if !dst.is_empty() {
             checks.push(Check::allow_dst(&dst).map_err(to_err)?);
         }
@@ -812,6 +802,34 @@ pub(super) fn parse_prefix(s: &str) -> Option<smoltcp::wire::IpCidr> {
         };
         Some(smoltcp::wire::IpCidr::new(a, len))
     }
+}
+
+/// A list of prefixes (each item may hold several, comma-separated);
+/// `what` names them in the refusal.
+pub(super) fn parse_prefixes(
+    v: &[String],
+    what: &str,
+) -> Result<Vec<smoltcp::wire::IpCidr>, ErrorBody> {
+    v.iter()
+        .flat_map(|s| s.split(','))
+        .map(|s| {
+            parse_prefix(s).ok_or_else(|| {
+                err(
+                    ErrorKind::Invalid,
+                    format!("{what} {:?} is not an address or prefix", s.trim()),
+                )
+            })
+        })
+        .collect()
+}
+
+/// A list of prefixes as listings print them (what does not parse is
+/// kept as it is, for vnetd to refuse with the reason).
+pub(super) fn canonical_prefixes(v: &[String]) -> Vec<String> {
+    v.iter()
+        .flat_map(|s| s.split(','))
+        .map(|s| parse_prefix(s).map_or_else(|| s.trim().to_string(), |c| c.to_string()))
+        .collect()
 }
 
 /// A MAC address in the form listings use: lower case, colons.

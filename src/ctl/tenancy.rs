@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 use smoltcp::wire::IpCidr;
 
-use super::l2::{mac_text, parse_mac, parse_prefix};
+use super::l2::{canonical_prefixes, mac_text, parse_mac, parse_prefixes};
 use super::proto::{self, ErrorBody, ErrorKind, Op, Outcome, Reply, Request, Restriction, VERSION};
 use super::server::{Server, err, if_err};
 use crate::ifnet::bpf::{Check, Filter};
@@ -128,11 +128,7 @@ pub fn resolve_user(t: &str) -> Result<u32, String> {
 pub fn canonical(r: &Restriction) -> Option<Restriction> {
     let mut c = r.clone();
     if let Some(a) = &mut c.addrs {
-        *a = a
-            .iter()
-            .flat_map(|s| s.split(','))
-            .map(|s| parse_prefix(s).map_or_else(|| s.trim().to_string(), |p| p.to_string()))
-            .collect();
+        *a = canonical_prefixes(a);
     }
     if let Some(l) = &mut c.links {
         l.sort();
@@ -166,19 +162,7 @@ pub(super) fn restriction(r: &Restriction) -> Result<(Limits, Restrict), ErrorBo
     };
     let addrs = match &r.addrs {
         None => None,
-        Some(l) => Some(
-            l.iter()
-                .flat_map(|s| s.split(','))
-                .map(|s| {
-                    parse_prefix(s).ok_or_else(|| {
-                        err(
-                            ErrorKind::Invalid,
-                            format!("{:?} is not an address or prefix", s.trim()),
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
+        Some(l) => Some(parse_prefixes(l, "allowed address")?),
     };
     let links = match &r.links {
         None => None,
@@ -486,18 +470,7 @@ impl Server {
                 ),
             ));
         };
-        let addrs: Vec<IpCidr> = addrs
-            .iter()
-            .flat_map(|s| s.split(','))
-            .map(|s| {
-                parse_prefix(s).ok_or_else(|| {
-                    err(
-                        ErrorKind::Invalid,
-                        format!("{:?} is not an address or prefix", s.trim()),
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        let addrs = parse_prefixes(addrs, "delegated address")?;
         if addrs.is_empty() && matches!(target, Uplink::Switch(_)) {
             return Err(err(
                 ErrorKind::Invalid,

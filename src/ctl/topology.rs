@@ -69,7 +69,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::l2::{Switches, mac_text, parse_mac, parse_prefix};
+use super::l2::{Switches, canonical_prefixes, mac_text, parse_mac};
 use super::proto::{Op, Restriction};
 use super::tenancy::{self, Delegations, Uplink};
 use crate::ifnet;
@@ -339,12 +339,6 @@ impl FilterSpec {
     /// lower case, a program on one line. What does not parse is left
     /// as it is (vnetd refuses it with the reason).
     fn canonical(&self) -> FilterSpec {
-        let cidrs = |v: &[String]| -> Vec<String> {
-            v.iter()
-                .flat_map(|s| s.split(','))
-                .map(|s| parse_prefix(s).map_or_else(|| s.trim().to_string(), |c| c.to_string()))
-                .collect()
-        };
         FilterSpec {
             name: self.name.clone(),
             dir: self.dir.clone(),
@@ -354,8 +348,8 @@ impl FilterSpec {
                 .flat_map(|s| s.split(','))
                 .map(|m| parse_mac(m.trim()).map_or_else(|| m.trim().to_string(), mac_text))
                 .collect(),
-            allow_src: cidrs(&self.allow_src),
-            allow_dst: cidrs(&self.allow_dst),
+            allow_src: canonical_prefixes(&self.allow_src),
+            allow_dst: canonical_prefixes(&self.allow_dst),
             bpf: self.bpf.as_ref().map(|b| {
                 ifnet::bpf::Program::from_text(b).map_or_else(|_| b.clone(), |p| p.to_line())
             }),
@@ -1379,12 +1373,7 @@ fn plan_tenancy(
     let canon = |uid: u32, d: &DelegateSpec| DelegateSpec {
         user: UserRef::Uid(uid),
         uplink: d.uplink.clone(),
-        addr: d
-            .addr
-            .iter()
-            .flat_map(|s| s.split(','))
-            .map(|s| parse_prefix(s).map_or_else(|| s.trim().to_string(), |p| p.to_string()))
-            .collect(),
+        addr: canonical_prefixes(&d.addr),
         rate: d.rate,
         burst: d.rate.map(|r| {
             d.burst
