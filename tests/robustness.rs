@@ -1,6 +1,7 @@
 //! Behaviours found in review: wrong-family sends, aborts that must reach
-//! the peer, handshakes that never complete, lossy handshakes, and vnets
-//! destroyed under a running driver.
+//! the peer, handshakes that never complete, lossy handshakes, vnets
+//! destroyed under a running driver, and datagrams sent just before a
+//! close.
 
 mod common;
 
@@ -55,6 +56,48 @@ fn a_udp_send_to_the_other_family_is_refused_and_the_vnet_keeps_working() {
     })
     .unwrap();
     assert_eq!(got, b"mapped");
+}
+
+#[test]
+fn datagrams_sent_just_before_a_close_still_go_out() {
+    let mut sim = Sim::new(82);
+    let (a, b) = pair(&mut sim, "a", "b", 0);
+    let rx = sim
+        .with(&b, || {
+            socket::udp_bind("0.0.0.0:9000".parse().unwrap(), false)
+        })
+        .unwrap();
+    // The first datagram to b waits for its address (ARP); the socket is
+    // closed before any poll has sent anything.
+    let tx = sim
+        .with(&a, || {
+            socket::udp_bind("10.0.0.1:0".parse().unwrap(), false)
+        })
+        .unwrap();
+    for i in 0..5u8 {
+        sim.with(&a, || {
+            socket::udp_send_to(tx, &[i; 10], "10.0.0.2:9000".parse().unwrap())
+        })
+        .unwrap();
+    }
+    sim.with(&a, || socket::close(tx)).unwrap();
+    let mut got = Vec::new();
+    let _ = sim.run_until(Duration::from_secs(3), |s| {
+        let mut buf = [0u8; 64];
+        while let Ok((n, _)) = s.with(&b, || socket::udp_recv_from(rx, &mut buf)) {
+            got.push(buf[..n].to_vec());
+        }
+        got.len() == 5
+    });
+    assert_eq!(got, (0..5u8).map(|i| vec![i; 10]).collect::<Vec<_>>());
+    // And the socket is gone once they are out: its port is free again.
+    let port = sim
+        .with(&a, || {
+            socket::udp_bind("10.0.0.1:0".parse().unwrap(), false)
+        })
+        .unwrap();
+    let _ = port;
+    assert_eq!(sim.with(&a, stack::socket::count).unwrap(), 1);
 }
 
 #[test]

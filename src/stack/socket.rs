@@ -168,6 +168,9 @@ enum Kind {
     Udp {
         h: SocketHandle,
         port: u16,
+        /// Closed with datagrams still queued: freed once they are out,
+        /// or at this time.
+        linger: Option<Instant>,
     },
     Icmp {
         h: SocketHandle,
@@ -219,6 +222,10 @@ fn unhold(
 
 /// Bytes of a UDP socket's send buffer.
 const UDP_SENDSPACE: usize = 256 * 1024;
+
+/// Longest a closed UDP socket waits for its queued datagrams to go out
+/// (they wait only for a neighbor's address).
+const UDP_LINGER: Duration = Duration::from_secs(1);
 
 impl SockTable {
     /// An empty table whose sockets' buffers are charged to `account`.
@@ -489,6 +496,17 @@ impl Inet {
                         reap.push(*id);
                     }
                 }
+                Kind::Udp {
+                    h,
+                    linger: Some(until),
+                    ..
+                } if e.closed => {
+                    if now >= *until || self.sockets.get::<udp::Socket>(*h).send_queue() == 0 {
+                        reap.push(*id);
+                    } else {
+                        deadline = Some(deadline.map_or(*until, |x| x.min(*until)));
+                    }
+                }
                 Kind::Listener { pool, .. } => {
                     pool.retain(|h| {
                         if self.sockets.get::<tcp::Socket>(*h).state() == tcp::State::Closed {
@@ -534,7 +552,7 @@ impl Inet {
                     self.ports.release(Proto::Tcp, p, id);
                 }
             }
-            Kind::Udp { h, port } => {
+            Kind::Udp { h, port, .. } => {
                 unhold(&mut self.sockets, &mut self.socks.mem, h);
                 self.ports.release(Proto::Udp, port, id);
             }
@@ -976,6 +994,15 @@ impl Inet {
                     self.orphan(h);
                 }
             }
+            // Datagrams a program sent just before closing are on their
+            // way (as the kernel's are once sendto returned): the socket
+            // lingers until the next poll has sent them.
+            Kind::Udp { h, linger, .. }
+                if !abort && self.sockets.get::<udp::Socket>(*h).send_queue() > 0 =>
+            {
+                *linger = Some(self.now + UDP_LINGER);
+                e.closed = true;
+            }
             _ => self.free(id),
         }
         Ok(())
@@ -1024,7 +1051,7 @@ impl Inet {
                 .local_endpoint()
                 .map(to_std)
                 .ok_or(SockError::NotConnected),
-            Kind::Udp { h, port } => {
+            Kind::Udp { h, port, .. } => {
                 let ep = self.sockets.get::<udp::Socket>(*h).endpoint();
                 Ok(any(ep.addr, *port))
             }
@@ -1068,7 +1095,11 @@ impl Inet {
         self.socks.map.insert(
             id,
             Entry {
-                kind: Kind::Udp { h, port },
+                kind: Kind::Udp {
+                    h,
+                    port,
+                    linger: None,
+                },
                 closed: false,
             },
         );
@@ -1256,7 +1287,7 @@ impl Inet {
                         s.remote_endpoint().map(to_std),
                     )
                 }
-                Kind::Udp { h, port } => {
+                Kind::Udp { h, port, .. } => {
                     let s = self.sockets.get::<udp::Socket>(*h);
                     ("udp", String::new(), any(s.endpoint().addr, *port), None)
                 }
