@@ -41,14 +41,13 @@ mod os;
 mod report;
 
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use daemon::Vnetd;
+use daemon::user::{UserVnetd, as_user};
 use os::{Netns, Proc};
 use report::summary;
 
@@ -57,20 +56,6 @@ const USER: u32 = 64201;
 const RATED: u32 = 64202;
 /// The namespace's address (the iperf3 server).
 const SERVER: &str = "10.60.0.1";
-
-/// `program` run as `uid` with no groups.
-fn as_user(uid: u32, program: &str) -> Command {
-    let mut c = Command::new("setpriv");
-    c.args([
-        format!("--reuid={uid}"),
-        format!("--regid={uid}"),
-        "--clear-groups".into(),
-        "--".into(),
-        program.into(),
-    ]);
-    c.env("HOME", "/");
-    c
-}
 
 /// vnetctl on `sock`, as `uid` (or as root).
 fn ctl(sock: &Path, uid: Option<u32>) -> Command {
@@ -112,68 +97,10 @@ fn plug(sock: &Path, uid: Option<u32>, vnet: &str, dev: &str, uplink: Option<&Pa
     ctl_ok(sock, uid, &["-n", vnet, "addr", "add", addr, "dev", dev]);
 }
 
-/// The pid of the process serving Unix socket `sock` (`SO_PEERCRED`).
+/// The pid of the process serving Unix socket `sock`.
 fn server_pid(sock: &Path) -> i32 {
     let s = UnixStream::connect(sock).unwrap();
-    // SAFETY: ucred is plain data; all-zero is a valid value.
-    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: reads SO_PEERCRED into a live ucred of the size passed.
-    let rc = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&raw mut cred).cast(),
-            &raw mut len,
-        )
-    };
-    assert_eq!(rc, 0, "SO_PEERCRED: {}", std::io::Error::last_os_error());
-    cred.pid
-}
-
-/// A vnetd run by an ordinary user, its socket in a private runtime
-/// directory (0700, the user's); stopped by its pid and the directory
-/// removed when dropped.
-struct UserVnetd {
-    child: Child,
-    dir: PathBuf,
-    sock: PathBuf,
-}
-
-impl UserVnetd {
-    fn start(uid: u32) -> UserVnetd {
-        let dir = std::env::temp_dir().join(format!("vnet-bench-user-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::os::unix::fs::chown(&dir, Some(uid), Some(uid)).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        // setpriv execs vnetd: the child's pid is vnetd's.
-        let child = as_user(uid, env!("CARGO_BIN_EXE_vnetd"))
-            .arg("--empty")
-            .env("XDG_RUNTIME_DIR", &dir)
-            .env_remove("VNETD_SOCKET")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let sock = dir.join("vnetd.sock");
-        let t0 = Instant::now();
-        while UnixStream::connect(&sock).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(10), "user's vnetd");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        UserVnetd { child, dir, sock }
-    }
-}
-
-impl Drop for UserVnetd {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) of our own child by its pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    vnet::ctl::peercred::peer_pid(&s).expect("SO_PEERCRED") as i32
 }
 
 // ---------------------------------------------------------------------------
@@ -442,7 +369,7 @@ fn main() {
         "10.60.0.33/24",
     );
     // 4. The user's own vnetd, an uplink to root's switch.
-    let mine = UserVnetd::start(USER);
+    let mine = UserVnetd::start(USER, "bench");
     plug(
         &mine.sock,
         Some(USER),
@@ -479,7 +406,7 @@ fn main() {
         },
     ];
     let root_pid = server_pid(&root.sock);
-    let user_pid = mine.child.id() as i32;
+    let user_pid = mine.pid() as i32;
     let pids = |s: &Setup| (root_pid, (s.sock == mine.sock).then_some(user_pid));
 
     // Warm-up: every path carries a short stream (neighbors resolved,

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use daemon::Vnetd;
 use daemon::host::{Bg, wait_for};
+use daemon::user::{UserVnetd, as_user};
 use kernel::{Netns, privileged};
 use serde_json::Value;
 
@@ -37,20 +38,6 @@ fn can_run() -> bool {
         "VNET_REQUIRE_PRIV is set but these tests need setpriv and /usr/bin/python3"
     );
     ok
-}
-
-/// `cmd ARGS` as user `uid` (no groups), with `env`.
-fn as_user(uid: u32, program: &str) -> Command {
-    let mut c = Command::new("setpriv");
-    c.args([
-        format!("--reuid={uid}"),
-        format!("--regid={uid}"),
-        "--clear-groups".into(),
-        "--".into(),
-        program.into(),
-    ]);
-    c.env("HOME", "/").stdin(Stdio::null());
-    c
 }
 
 /// vnetctl on `sock` as `uid`.
@@ -750,67 +737,6 @@ fn a_delegated_host_interface_is_the_users_to_link() {
         &["-n", "hv", "filter", "del", "h0", "in", "policy-d1"],
         "root's policy",
     );
-}
-
-/// Makes `dir` for `uid` only, as XDG_RUNTIME_DIR is.
-fn private_dir(uid: u32, tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vnet-user-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::os::unix::fs::chown(&dir, Some(uid), Some(uid)).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    dir
-}
-
-/// A vnetd run by an ordinary user, with its socket in a private runtime
-/// directory; stopped (by its pid) when dropped.
-struct UserVnetd {
-    child: std::process::Child,
-    dir: PathBuf,
-    sock: PathBuf,
-}
-
-impl UserVnetd {
-    fn start(uid: u32, tag: &str) -> UserVnetd {
-        Self::start_with(uid, tag, None)
-    }
-
-    /// With a topology file, when given.
-    fn start_with(uid: u32, tag: &str, topology: Option<&str>) -> UserVnetd {
-        let dir = private_dir(uid, tag);
-        let mut c = as_user(uid, env!("CARGO_BIN_EXE_vnetd"));
-        match topology {
-            Some(t) => {
-                let f = dir.join("net.toml");
-                std::fs::write(&f, t).unwrap();
-                std::os::unix::fs::chown(&f, Some(uid), Some(uid)).unwrap();
-                c.arg("--config").arg(f);
-            }
-            None => {
-                c.arg("--empty");
-            }
-        }
-        let child = c
-            .env("XDG_RUNTIME_DIR", &dir)
-            .env_remove("VNETD_SOCKET")
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .unwrap();
-        let sock = dir.join("vnetd.sock");
-        wait_for("the user's vnetd", Duration::from_secs(10), || {
-            sock.exists()
-        });
-        UserVnetd { child, dir, sock }
-    }
-}
-
-impl Drop for UserVnetd {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) of our own child by its pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 #[test]

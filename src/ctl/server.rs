@@ -367,12 +367,8 @@ impl Server {
                 let v = self.owned(uid, &name)?;
                 if recursive && !self.is_admin(uid) {
                     // Every vnet it would take along must be the caller's.
-                    let mut stack = self.reg.children(v.id());
-                    while let Some(c) = stack.pop() {
-                        if let Some(cv) = self.reg.get(c) {
-                            self.owned(uid, cv.name())?;
-                            stack.extend(self.reg.children(c));
-                        }
+                    for cv in self.subtree(&v).iter().skip(1) {
+                        self.owned(uid, cv.name())?;
                     }
                 }
                 let r = self.reg.destroy(v.id(), recursive).map_err(reg_err)?;

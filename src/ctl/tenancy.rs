@@ -362,7 +362,7 @@ impl Server {
     }
 
     /// `v` and every vnet under it.
-    fn subtree(&self, v: &Arc<Vnet>) -> Vec<Arc<Vnet>> {
+    pub(super) fn subtree(&self, v: &Arc<Vnet>) -> Vec<Arc<Vnet>> {
         let mut out = vec![Arc::clone(v)];
         let mut i = 0;
         while i < out.len() {
@@ -443,8 +443,10 @@ impl Server {
                 log::info!("uid {uid} set uid {u}'s quota: {l:?}");
             }
         }
-        self.quota_show(uid, user)
-            .map(|v| if user.is_none() { Value::Null } else { v })
+        match user {
+            None => Ok(Value::Null),
+            Some(_) => self.quota_show(uid, user),
+        }
     }
 
     fn delegate_add(

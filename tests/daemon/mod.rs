@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod host;
+pub mod user;
 
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
