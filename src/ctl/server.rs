@@ -1001,37 +1001,22 @@ impl Server {
             let (reply, close) = match proto::read_frame(&mut rd) {
                 Ok(frame) => match proto::decode_request(&frame) {
                     // A capture turns the connection into the capture
-                    // file's stream; it ends with it.
+                    // file's stream, and an uplink holds it for the port's
+                    // life: either ends with it.
                     Ok(Request {
                         id,
-                        op: op @ Op::Capture { .. },
+                        op: op @ (Op::Capture { .. } | Op::UplinkOpen { .. }),
                         ..
                     }) => {
                         if wr.flush().is_err() {
                             return;
                         }
-                        match self.capture(op, uid, wr.get_ref(), id) {
-                            Ok(()) => return,
-                            Err(e) => (
-                                Reply {
-                                    v: VERSION,
-                                    id,
-                                    outcome: Outcome::Error(e),
-                                },
-                                false,
-                            ),
-                        }
-                    }
-                    // An uplink holds the connection for the port's life.
-                    Ok(Request {
-                        id,
-                        op: op @ Op::UplinkOpen { .. },
-                        ..
-                    }) => {
-                        if wr.flush().is_err() {
-                            return;
-                        }
-                        match self.uplink_open(op, uid, wr.get_ref(), id) {
+                        let held = if matches!(op, Op::Capture { .. }) {
+                            self.capture(op, uid, wr.get_ref(), id)
+                        } else {
+                            self.uplink_open(op, uid, wr.get_ref(), id)
+                        };
+                        match held {
                             Ok(()) => return,
                             Err(e) => (
                                 Reply {
